@@ -1,0 +1,330 @@
+"""A fast parametric (GFlash-type) electromagnetic shower Monte Carlo for the Si-W ECAL.
+
+What it is: the Grindhammer-Peters parameterisation (hep-ex/0001020) as Geant4's GFlash tuning
+classes write it, with its sampling-calorimeter corrections, per-shower correlated fluctuations of
+(ln T, ln alpha), exact binned lateral integration of the two-component radial profile, and
+compound-Poisson "spots" for cell-level fluctuations; binned into the 3DGAN 25 x 25 x 25 format.
+The formulas and their sources are in ``shared/research/parametric_shower_mc.md`` (cited as
+"spec 1.1" etc. below). The free constants are fitted to the project's Geant4 samples by
+``tools/calibrate_mc.py`` (see :data:`CALIBRATED`).
+
+Limits (spec section 5): fitted, not first-principles; one Gamma profile per shower (no explicit
+first-interaction depth, no double-peaked showers); a heavy r^-3 radial tail by construction;
+synthetic cell-level fluctuations without sub-shower clustering or Landau structure; no upstream
+material, field, noise or digitisation; least reliable below about 5 GeV. Valid for electrons at
+normal incidence, 1-1000 GeV accepted, calibrated on 10-400 GeV.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.special import gammainc
+
+from app.physics.detector import (
+    LAYER_CELLS,
+    SHOWER_SHAPE,
+    THIN_CELL,
+    FloatArray,
+    cell_edges_mm,
+    layer_back_depth_x0,
+    layer_thickness_x0,
+)
+from app.physics.primaries import check_primary_energies
+
+MC_VERSION = "1.0"
+"""Bumped whenever the physics or the calibrated constants change; written into every file."""
+
+
+@dataclass(frozen=True)
+class ShowerParameters:
+    """The simulator's free constants (dimensionless unless the name gives a unit).
+
+    Attributes
+    ----------
+    visible_scale : float
+        Global factor kappa on the visible energy (spec step 7).
+    thick_visible_scale : float
+        Extra factor on the visible fraction of the 4.8 mm layers (e/mip depends on the plate
+        thickness through the soft-photon spectrum, which GFlash's single e/mip ignores).
+    spot_energy_gev : float
+        Mean deposited (calibrated, not visible) energy of one spot, GeV; sets the sampling
+        term sqrt(spot_energy_gev * (1 + 1/spot_shape) / E) and the number of hit cells.
+    spot_shape : float
+        Gamma shape of one spot's energy; larger is narrower. The cell energy is a compound
+        Poisson-Gamma sum, so the cell spectrum is continuous.
+    depth_scale : float
+        Factor on the shower-maximum depth T (absorbs the sensor sitting behind its plate and
+        the missing face layer).
+    sigma_ln_t_scale, sigma_ln_alpha_scale : float
+        Factors on the GFlash widths of ln T and ln alpha (longitudinal fluctuations).
+    radius_scale : float
+        Factor on both radial scales R_C and R_T.
+    core_fraction_scale : float
+        Factor on the core probability p of the radial profile (clipped to [0, 1]).
+    k4 : float
+        Slope of the tail radius with ln E (0.0421 in CMS/pi0fit, 0.0412 in Geant4; spec 1.2).
+    impact_spread_mm : float
+        Gaussian rms of the impact point around the centre of the central cell, mm (0 = fixed gun).
+    threshold_gev : float
+        Cells with less visible energy are set to zero, GeV.
+    """
+
+    visible_scale: float = 1.0
+    thick_visible_scale: float = 1.0
+    spot_energy_gev: float = 0.0289
+    spot_shape: float = 1.0
+    depth_scale: float = 1.0
+    sigma_ln_t_scale: float = 1.0
+    sigma_ln_alpha_scale: float = 1.0
+    radius_scale: float = 1.0
+    core_fraction_scale: float = 1.0
+    k4: float = 0.0421
+    impact_spread_mm: float = 0.0
+    threshold_gev: float = 1e-6
+
+    def to_dict(self) -> dict[str, Any]:
+        """The constants as plain floats, for file metadata."""
+        return asdict(self)
+
+
+# Fit: tools/calibrate_mc.py (least squares on sum/Ep, its rms/mean, layer of the mean profile's
+# maximum, hit count > 1e-4 GeV and the mean x/layer profiles) to the Geant4 samples
+# shared/data/g4/g4_e{10,50,100,200,400}GeV_*.h5 (Geant4 11.4.p01, opt0 EM), MC_VERSION 1.0.
+CALIBRATED = ShowerParameters(visible_scale=1.14, spot_energy_gev=0.015, radius_scale=1.05, depth_scale=1.03)
+
+
+class ShowerSimulator:
+    """Draw showers for given primary energies; memory is bounded by ``batch_size``.
+
+    Parameters
+    ----------
+    params : ShowerParameters
+        The free constants; :data:`CALIBRATED` by default.
+    batch_size : int
+        Showers simulated at once (about 0.5 MB of temporaries per shower).
+
+    Examples
+    --------
+    >>> sim = ShowerSimulator()
+    >>> sim.simulate(np.full(4, 100.0), np.random.default_rng(1)).shape
+    (4, 25, 25, 25)
+    """
+
+    def __init__(self, params: ShowerParameters = CALIBRATED, batch_size: int = 256) -> None:
+        self.params = params
+        self.batch_size = batch_size
+        self._t_back_x0 = layer_back_depth_x0()
+        self._t_front_x0 = self._t_back_x0 - layer_thickness_x0()
+        self._t_mid_x0 = 0.5 * (self._t_front_x0 + self._t_back_x0)
+        self._visible_fraction = np.array([c.mip_visible_fraction * c.e_over_mip for c in LAYER_CELLS])
+        self._thick_factor = np.where(
+            [c is THIN_CELL for c in LAYER_CELLS], 1.0, params.thick_visible_scale
+        )
+        self._moliere_mm = np.array([c.moliere_radius_mm for c in LAYER_CELLS])
+        self._inv_fs = np.array([1.0 / c.samplings_per_x0 for c in LAYER_CELLS])
+        self._edges_mm = cell_edges_mm()
+
+    def simulate(self, ep_gev: npt.ArrayLike, rng: np.random.Generator) -> FloatArray:
+        """Simulate one shower per primary energy.
+
+        Parameters
+        ----------
+        ep_gev : array-like, shape (N,)
+            Primary electron energies, GeV (1-1000 accepted; calibrated 10-400).
+        rng : numpy.random.Generator
+            Source of all randomness; the same generator state gives the same showers.
+
+        Returns
+        -------
+        ndarray, shape (N, 25, 25, 25), float32
+            Visible energy per cell, GeV, indexed [x, y, layer].
+        """
+        ep = check_primary_energies(ep_gev)
+        out = np.empty((len(ep), *SHOWER_SHAPE), dtype=np.float32)
+        for start in range(0, len(ep), self.batch_size):
+            out[start : start + self.batch_size] = self._simulate_batch(ep[start : start + self.batch_size], rng)
+        return out
+
+    def iter_batches(
+        self, ep_gev: npt.ArrayLike, rng: np.random.Generator, batch_size: int | None = None
+    ) -> Iterator[tuple[FloatArray, FloatArray]]:
+        """Yield ``(cells_gev (n, 25, 25, 25), ep_gev (n,))`` chunks of at most ``batch_size`` showers."""
+        ep = check_primary_energies(ep_gev)
+        size = batch_size or self.batch_size
+        for start in range(0, len(ep), size):
+            chunk = ep[start : start + size]
+            yield self.simulate(chunk, rng), chunk.astype(np.float32)
+
+    def _simulate_batch(self, ep: FloatArray, rng: np.random.Generator) -> FloatArray:
+        profile = self.longitudinal_parameters(ep, rng)
+        layer_gev = self.layer_energies(ep, profile)
+        lateral = self.lateral_fractions(ep, profile, rng)
+        return self._spot_fluctuations(layer_gev[:, None, None, :] * lateral, rng)
+
+    # -- longitudinal ---------------------------------------------------------------------------
+
+    def longitudinal_parameters(self, ep: FloatArray, rng: np.random.Generator) -> dict[str, FloatArray]:
+        """Per-shower Gamma-profile parameters (spec 1.1, sampling-calorimeter version).
+
+        Returns
+        -------
+        dict of ndarray, each shape (N,)
+            ``t_max_x0`` (depth of the maximum T, X0), ``alpha``, ``beta`` (1/X0) and
+            ``alpha_mean`` (exp<ln alpha>, used for the radial depth variable tau).
+
+        Notes
+        -----
+        ln T and ln alpha are drawn from a bivariate normal with the GFlash means, widths and
+        correlation, y = E / E_c of the thin-section effective medium; Geant4's clamps are kept
+        (T >= 1 X0, alpha >= 1.1, sigma <= 0.5, arguments of the outer ln >= 0.1).
+        """
+        cell = THIN_CELL
+        p = self.params
+        ln_y = np.log(1000.0 * ep / cell.critical_energy_mev)
+        inv_fs, e_hat, z = 1.0 / cell.samplings_per_x0, cell.e_over_mip, cell.z_eff
+        t_hom = np.maximum(ln_y - 0.812, 0.1)
+        alpha_hom = np.maximum(0.81 + (0.458 + 2.26 / z) * ln_y, 0.1)
+        mean_ln_t = np.log(np.maximum(t_hom - 0.55 * inv_fs - 0.69 * (1.0 - e_hat), 0.1))
+        mean_ln_alpha = np.log(np.maximum(alpha_hom - 0.476 * inv_fs, 0.1))
+        sigma_t = p.sigma_ln_t_scale * _clamped_inverse(-2.5 + 1.25 * ln_y)
+        sigma_alpha = p.sigma_ln_alpha_scale * _clamped_inverse(-0.82 + 0.79 * ln_y)
+        rho = np.clip(0.784 - 0.023 * ln_y, -1.0, 1.0)
+        z1, z2 = rng.standard_normal((2, len(ep)))
+        common, opposite = np.sqrt((1 + rho) / 2) * z1, np.sqrt((1 - rho) / 2) * z2
+        t_max = np.maximum(np.exp(mean_ln_t + sigma_t * (common + opposite)), 1.0) * p.depth_scale
+        alpha = np.maximum(np.exp(mean_ln_alpha + sigma_alpha * (common - opposite)), 1.1)
+        return {
+            "t_max_x0": t_max,
+            "alpha": alpha,
+            "beta": (alpha - 1.0) / t_max,
+            "alpha_mean": np.exp(mean_ln_alpha),
+        }
+
+    def layer_energies(self, ep: FloatArray, profile: dict[str, FloatArray]) -> FloatArray:
+        """Energy deposited (all materials) in each layer's sampling cell, GeV; shape (N, 25).
+
+        E_k = E_p [P(alpha, beta t_k) - P(alpha, beta t_{k-1})] with P the regularised lower
+        incomplete gamma function; energy behind the last layer leaks out.
+        """
+        a = profile["alpha"][:, None]
+        b = profile["beta"][:, None]
+        return ep[:, None] * (gammainc(a, b * self._t_back_x0) - gammainc(a, b * self._t_front_x0))
+
+    # -- lateral --------------------------------------------------------------------------------
+
+    def radial_parameters(self, ep: FloatArray, profile: dict[str, FloatArray]) -> tuple[FloatArray, ...]:
+        """Core radius, tail radius (mm) and core probability per shower and layer (spec 1.2).
+
+        Returns
+        -------
+        r_core_mm, r_tail_mm, p_core : ndarray, each shape (N, 25)
+        """
+        cell, prm = THIN_CELL, self.params
+        z, e_hat = cell.z_eff, cell.e_over_mip
+        ln_e = np.log(ep)[:, None]
+        alpha, t_max, alpha_mean = (profile[k][:, None] for k in ("alpha", "t_max_x0", "alpha_mean"))
+        tau = self._t_mid_x0 * (alpha - 1.0) / (alpha * t_max) * alpha_mean / (alpha_mean - 1.0)
+        r_core = (0.0251 + 0.00319 * ln_e) + (0.1162 - 0.000381 * z) * tau
+        k1, k2, k3, k4 = 0.659 - 0.00309 * z, 0.645, -2.59, 0.3585 + prm.k4 * ln_e
+        r_tail = k1 * (np.exp(k3 * (tau - k2)) + np.exp(k4 * (tau - k2)))
+        p1, p2, p3 = 2.632 - 0.00094 * z, 0.401 + 0.00187 * z, 1.313 - 0.0686 * ln_e
+        p_core = p1 * np.exp((p2 - tau) / p3 - np.exp((p2 - tau) / p3))
+        # Sampling corrections, with each layer's own samplings per X0.
+        r_core = r_core - 0.0203 * (1 - e_hat) + 0.0397 * self._inv_fs * np.exp(-tau)
+        r_tail = r_tail - 0.14 * (1 - e_hat) - 0.495 * self._inv_fs * np.exp(-tau)
+        p_core = p_core + (1 - e_hat) * (0.348 - 0.642 * self._inv_fs * np.exp(-((tau - 1) ** 2)))
+        scale_mm = prm.radius_scale * self._moliere_mm
+        # Clipping is not in Geant4; it keeps radii positive and p a probability at small tau.
+        return (
+            np.maximum(r_core, 1e-3) * scale_mm,
+            np.maximum(r_tail, 1e-3) * scale_mm,
+            np.clip(prm.core_fraction_scale * p_core, 0.0, 1.0),
+        )
+
+    def lateral_fractions(self, ep: FloatArray, profile: dict[str, FloatArray], rng: np.random.Generator) -> FloatArray:
+        """Fraction of each layer's energy in each pad; shape (N, 25, 25, 25) [x, y, layer].
+
+        The sum over a layer's pads is below 1 by the lateral leakage out of the window.
+        """
+        r_core, r_tail, p_core = self.radial_parameters(ep, profile)
+        offset_mm = self.params.impact_spread_mm * rng.standard_normal((2, len(ep)))
+        x_mm = self._edges_mm[None, :] - offset_mm[0][:, None]  # (N, 26)
+        y_mm = self._edges_mm[None, :] - offset_mm[1][:, None]
+        core = _pad_fractions(x_mm, y_mm, r_core)
+        tail = _pad_fractions(x_mm, y_mm, r_tail)
+        mixed = p_core[:, :, None, None] * core + (1.0 - p_core)[:, :, None, None] * tail  # (N, 25 layers, x, y)
+        return np.moveaxis(mixed, 1, -1)
+
+    # -- cell fluctuations ----------------------------------------------------------------------
+
+    def _spot_fluctuations(self, mean_deposit_gev: FloatArray, rng: np.random.Generator) -> FloatArray:
+        """Compound Poisson-Gamma cell energies around the mean deposit, in visible GeV (float32).
+
+        n ~ Poisson(deposit / spot energy) spots per cell, each with Gamma(spot_shape) energy; the
+        sum of n such spots is Gamma(n * spot_shape), so one draw per cell suffices.
+        """
+        p = self.params
+        spots = rng.poisson(mean_deposit_gev / p.spot_energy_gev)
+        hit = spots > 0
+        deposit = np.zeros(mean_deposit_gev.shape, dtype=np.float64)
+        deposit[hit] = rng.gamma(spots[hit] * p.spot_shape) * (p.spot_energy_gev / p.spot_shape)
+        visible = deposit * (p.visible_scale * self._visible_fraction * self._thick_factor)
+        visible[visible < p.threshold_gev] = 0.0
+        return visible.astype(np.float32)
+
+
+def _clamped_inverse(denominator: FloatArray) -> FloatArray:
+    """1/denominator clamped to (0, 0.5], as GFlash clamps its widths (also where it diverges)."""
+    with np.errstate(divide="ignore"):
+        inverse = np.where(denominator > 0, 1.0 / np.maximum(denominator, 1e-12), 0.5)
+    return np.minimum(inverse, 0.5)
+
+
+def _pad_fractions(x_mm: FloatArray, y_mm: FloatArray, radius_mm: FloatArray) -> FloatArray:
+    """Integral of the 2-D density R^2 / (pi (x^2 + y^2 + R^2)^2) over each pad.
+
+    Parameters
+    ----------
+    x_mm, y_mm : ndarray, shape (N, 26)
+        Pad edges relative to the shower axis, mm.
+    radius_mm : ndarray, shape (N, L)
+        Radial scale R per shower and layer, mm.
+
+    Returns
+    -------
+    ndarray, shape (N, L, 25, 25)
+        Fraction in each pad [x, y]; the density's radial marginal is 2 r R^2 / (r^2 + R^2)^2.
+
+    Notes
+    -----
+    The integral over [0, a] x [0, b] is G(a, b) = (1/2 pi) [a/s_a atan(b/s_a) + b/s_b atan(a/s_b)]
+    with s_a = sqrt(a^2 + R^2) (spec step 5); G is odd in a and b, so a pad's share is a double
+    difference of G on the corner grid.
+    """
+    r2 = (radius_mm**2)[:, :, None]
+    a = x_mm[:, None, :]  # (N, 1, 26)
+    b = y_mm[:, None, :]
+    s_a = np.sqrt(a * a + r2)  # (N, L, 26)
+    s_b = np.sqrt(b * b + r2)
+    term_a = (a / s_a)[..., :, None] * np.arctan(b[..., None, :] / s_a[..., :, None])
+    term_b = (b / s_b)[..., None, :] * np.arctan(a[..., :, None] / s_b[..., None, :])
+    corners = (term_a + term_b) / (2.0 * math.pi)  # (N, L, 26, 26)
+    return np.diff(np.diff(corners, axis=-1), axis=-2)
+
+
+def simulate_showers(
+    ep_gev: npt.ArrayLike, *, seed: int | None = None, params: ShowerParameters = CALIBRATED
+) -> FloatArray:
+    """Convenience wrapper: ``ShowerSimulator(params).simulate(ep_gev, default_rng(seed))``."""
+    return ShowerSimulator(params).simulate(ep_gev, np.random.default_rng(seed))
+
+
+def with_overrides(params: ShowerParameters, **changes: float) -> ShowerParameters:
+    """A copy of ``params`` with some constants changed (used by the calibration fit)."""
+    return replace(params, **changes)

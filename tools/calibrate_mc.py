@@ -1,0 +1,159 @@
+"""Fit the shower simulator's free constants to Geant4 showers.
+
+Rerun when better Geant4 data arrive, then paste the printed constants into
+``app/physics/mc.py`` (``CALIBRATED``) and bump ``MC_VERSION``::
+
+    .venv/bin/python tools/calibrate_mc.py --g4-dir ../shared/data/g4 --out calibration.json
+
+Targets per fixed-energy file: mean sampling fraction, its event-to-event rms/mean, mean hit count
+above 1e-4 GeV, and the mean normalised longitudinal and transverse profiles. Each residual is
+divided by its statistical uncertainty (Geant4 and MC added in quadrature) with a relative floor
+(``--floor``) for what the model cannot be expected to match better than that. The MC uses the
+same seed in every evaluation (common random numbers), so the objective is smooth enough for a
+derivative-free simplex.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize
+
+from app.physics.io import read_showers
+from app.physics.mc import CALIBRATED, ShowerParameters, ShowerSimulator, with_overrides
+
+FITTED = (
+    "visible_scale",
+    "thick_visible_scale",
+    "spot_energy_gev",
+    "depth_scale",
+    "sigma_ln_t_scale",
+    "radius_scale",
+    "core_fraction_scale",
+)
+HIT_THRESHOLD_GEV = 1e-4
+FIXED_ENERGY_FILE = re.compile(r"g4_e(\d+)GeV_n\d+\.h5$")
+
+
+@dataclass
+class Summary:
+    """Means and their standard errors of the fit targets for one sample at one energy."""
+
+    values: np.ndarray
+    errors: np.ndarray
+
+
+def summarise(cells_gev: np.ndarray, ep_gev: np.ndarray) -> Summary:
+    """Target vector: [sf, rms/mean of sf, hits, 25 layer-profile bins, 25 x-profile bins]."""
+    n = len(ep_gev)
+    total = cells_gev.sum(axis=(1, 2, 3))
+    sf = total / ep_gev
+    hits = (cells_gev > HIT_THRESHOLD_GEV).sum(axis=(1, 2, 3))
+    layer = cells_gev.sum(axis=(1, 2)) / total[:, None]
+    transverse = 0.5 * (cells_gev.sum(axis=(2, 3)) + cells_gev.sum(axis=(1, 3))) / total[:, None]
+    rel_rms = sf.std() / sf.mean()
+    values = np.concatenate([[sf.mean(), rel_rms, hits.mean()], layer.mean(0), transverse.mean(0)])
+    errors = np.concatenate(
+        [[sf.std(), rel_rms * np.sqrt(n / 2.0) , hits.std()], layer.std(0), transverse.std(0)]
+    ) / np.sqrt(n)
+    return Summary(values, errors)
+
+
+def load_targets(g4_dir: Path) -> dict[float, Summary]:
+    """Summaries of every fixed-energy Geant4 file in the folder, keyed by energy in GeV."""
+    targets = {}
+    for path in sorted(g4_dir.glob("g4_e*GeV_n*.h5")):
+        match = FIXED_ENERGY_FILE.search(path.name)
+        if match:
+            showers = read_showers(path)
+            targets[float(match.group(1))] = summarise(showers.cells_gev, showers.ep_gev)
+    if not targets:
+        raise SystemExit(f"no g4_e<E>GeV_n<N>.h5 files in {g4_dir}")
+    return targets
+
+
+def chi2_terms(params: ShowerParameters, targets: dict[float, Summary], n_mc: int, floor: float, seed: int) -> dict:
+    """Per-energy, per-target-group chi2 contributions of the simulator with ``params``."""
+    simulator = ShowerSimulator(params)
+    groups = {"sf": slice(0, 1), "rms": slice(1, 2), "hits": slice(2, 3), "layer": slice(3, 28), "x": slice(28, 53)}
+    terms: dict[str, float] = dict.fromkeys(groups, 0.0)
+    for i, (ep, target) in enumerate(targets.items()):
+        rng = np.random.default_rng(seed + i)
+        mc = summarise(simulator.simulate(np.full(n_mc, ep), rng), np.full(n_mc, ep))
+        sigma = np.sqrt(target.errors**2 + mc.errors**2 + (floor * np.abs(target.values)) ** 2) + 1e-12
+        pulls = (mc.values - target.values) / sigma
+        for name, part in groups.items():
+            terms[name] += float(np.sum(pulls[part] ** 2))
+    return terms
+
+
+def fit(targets: dict[float, Summary], n_mc: int, floor: float, seed: int, max_evals: int) -> ShowerParameters:
+    """Minimise the total chi2 over the FITTED constants (in log space, so they stay positive)."""
+    start = np.log([getattr(CALIBRATED, name) for name in FITTED])
+
+    def objective(log_values: np.ndarray) -> float:
+        params = with_overrides(CALIBRATED, **dict(zip(FITTED, np.exp(log_values), strict=True)))
+        return sum(chi2_terms(params, targets, n_mc, floor, seed).values())
+
+    result = minimize(
+        objective, start, method="Nelder-Mead",
+        options={"maxfev": max_evals, "xatol": 2e-3, "fatol": 0.5, "initial_simplex": _simplex(start)},
+    )
+    print(f"fit: {result.message} after {result.nfev} evaluations, chi2 {result.fun:.1f}")
+    return with_overrides(CALIBRATED, **dict(zip(FITTED, np.exp(result.x), strict=True)))
+
+
+def _simplex(start: np.ndarray, step: float = 0.08) -> np.ndarray:
+    return np.vstack([start] + [start + step * np.eye(len(start))[i] for i in range(len(start))])
+
+
+def report(params: ShowerParameters, targets: dict[float, Summary], n_mc: int, seed: int) -> list[dict]:
+    """Geant4 vs MC for the acceptance figures, one row per energy."""
+    simulator = ShowerSimulator(params)
+    rows = []
+    for i, (ep, target) in enumerate(targets.items()):
+        mc = summarise(simulator.simulate(np.full(n_mc, ep), np.random.default_rng(seed + 1000 + i)), np.full(n_mc, ep))
+        rows.append({
+            "ep_gev": ep,
+            "sf_g4": target.values[0], "sf_mc": mc.values[0],
+            "rel_rms_g4": target.values[1], "rel_rms_mc": mc.values[1],
+            "hits_g4": target.values[2], "hits_mc": mc.values[2],
+            "max_layer_g4": int(np.argmax(target.values[3:28])), "max_layer_mc": int(np.argmax(mc.values[3:28])),
+        })
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--g4-dir", type=Path, default=Path("../shared/data/g4"))
+    parser.add_argument("--n-mc", type=int, default=300, help="MC showers per energy per evaluation")
+    parser.add_argument("--floor", type=float, default=0.02, help="relative systematic floor per target")
+    parser.add_argument("--max-evals", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=20261128)
+    parser.add_argument("--out", type=Path, default=Path("calibration.json"))
+    args = parser.parse_args()
+
+    targets = load_targets(args.g4_dir)
+    start_s = time.perf_counter()
+    params = fit(targets, args.n_mc, args.floor, args.seed, args.max_evals)
+    rows = report(params, targets, 2 * args.n_mc, args.seed)
+    fitted = {name: round(getattr(params, name), 4) for name in FITTED}
+    print(json.dumps(fitted, indent=2))
+    for row in rows:
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+    terms = chi2_terms(params, targets, args.n_mc, args.floor, args.seed)
+    args.out.write_text(json.dumps({
+        "fitted": fitted, "chi2_terms": terms, "rows": rows, "g4_dir": str(args.g4_dir),
+        "energies_gev": list(targets), "n_mc": args.n_mc, "floor": args.floor,
+        "wall_s": round(time.perf_counter() - start_s, 1),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
