@@ -32,6 +32,7 @@ FITTED = (
     "visible_scale",
     "thick_visible_scale",
     "spot_energy_gev",
+    "start_depth_x0",
     "depth_scale",
     "sigma_ln_t_scale",
     "radius_scale",

@@ -58,6 +58,10 @@ class ShowerParameters:
     spot_shape : float
         Gamma shape of one spot's energy; larger is narrower. The cell energy is a compound
         Poisson-Gamma sum, so the cell spectrum is continuous.
+    start_depth_x0 : float
+        Mean of an exponential delay of the whole profile, X0: a hard bremsstrahlung photon
+        that converts late starts the shower deeper (a single Gamma profile cannot), which
+        gives the low tail of the total deposit that Geant4 shows at high energy.
     depth_scale : float
         Factor on the shower-maximum depth T (absorbs the sensor sitting behind its plate and
         the missing face layer).
@@ -79,6 +83,7 @@ class ShowerParameters:
     thick_visible_scale: float = 1.0
     spot_energy_gev: float = 0.0289
     spot_shape: float = 1.0
+    start_depth_x0: float = 0.0
     depth_scale: float = 1.0
     sigma_ln_t_scale: float = 1.0
     sigma_ln_alpha_scale: float = 1.0
@@ -96,7 +101,9 @@ class ShowerParameters:
 # Fit: tools/calibrate_mc.py (least squares on sum/Ep, its rms/mean, layer of the mean profile's
 # maximum, hit count > 1e-4 GeV and the mean x/layer profiles) to the Geant4 samples
 # shared/data/g4/g4_e{10,50,100,200,400}GeV_*.h5 (Geant4 11.4.p01, opt0 EM), MC_VERSION 1.0.
-CALIBRATED = ShowerParameters(visible_scale=1.14, spot_energy_gev=0.015, radius_scale=1.05, depth_scale=1.03)
+CALIBRATED = ShowerParameters(
+    visible_scale=1.14, spot_energy_gev=0.015, radius_scale=1.05, depth_scale=0.97, start_depth_x0=0.3
+)
 
 
 class ShowerSimulator:
@@ -175,8 +182,9 @@ class ShowerSimulator:
         Returns
         -------
         dict of ndarray, each shape (N,)
-            ``t_max_x0`` (depth of the maximum T, X0), ``alpha``, ``beta`` (1/X0) and
-            ``alpha_mean`` (exp<ln alpha>, used for the radial depth variable tau).
+            ``t_max_x0`` (depth of the maximum T, X0), ``alpha``, ``beta`` (1/X0),
+            ``alpha_mean`` (exp<ln alpha>, used for the radial depth variable tau) and
+            ``start_x0`` (depth where the profile starts, X0).
 
         Notes
         -----
@@ -196,6 +204,7 @@ class ShowerSimulator:
         sigma_alpha = p.sigma_ln_alpha_scale * _clamped_inverse(-0.82 + 0.79 * ln_y)
         rho = np.clip(0.784 - 0.023 * ln_y, -1.0, 1.0)
         z1, z2 = rng.standard_normal((2, len(ep)))
+        start = rng.exponential(1.0, len(ep)) * p.start_depth_x0
         common, opposite = np.sqrt((1 + rho) / 2) * z1, np.sqrt((1 - rho) / 2) * z2
         t_max = np.maximum(np.exp(mean_ln_t + sigma_t * (common + opposite)), 1.0) * p.depth_scale
         alpha = np.maximum(np.exp(mean_ln_alpha + sigma_alpha * (common - opposite)), 1.1)
@@ -204,17 +213,22 @@ class ShowerSimulator:
             "alpha": alpha,
             "beta": (alpha - 1.0) / t_max,
             "alpha_mean": np.exp(mean_ln_alpha),
+            "start_x0": start,
         }
 
     def layer_energies(self, ep: FloatArray, profile: dict[str, FloatArray]) -> FloatArray:
         """Energy deposited (all materials) in each layer's sampling cell, GeV; shape (N, 25).
 
         E_k = E_p [P(alpha, beta t_k) - P(alpha, beta t_{k-1})] with P the regularised lower
-        incomplete gamma function; energy behind the last layer leaks out.
+        incomplete gamma function and t counted from the shower start; energy behind the last
+        layer leaks out.
         """
         a = profile["alpha"][:, None]
         b = profile["beta"][:, None]
-        return ep[:, None] * (gammainc(a, b * self._t_back_x0) - gammainc(a, b * self._t_front_x0))
+        start = profile["start_x0"][:, None]
+        back = np.maximum(self._t_back_x0 - start, 0.0)
+        front = np.maximum(self._t_front_x0 - start, 0.0)
+        return ep[:, None] * (gammainc(a, b * back) - gammainc(a, b * front))
 
     # -- lateral --------------------------------------------------------------------------------
 
@@ -228,8 +242,10 @@ class ShowerSimulator:
         cell, prm = THIN_CELL, self.params
         z, e_hat = cell.z_eff, cell.e_over_mip
         ln_e = np.log(ep)[:, None]
-        alpha, t_max, alpha_mean = (profile[k][:, None] for k in ("alpha", "t_max_x0", "alpha_mean"))
-        tau = self._t_mid_x0 * (alpha - 1.0) / (alpha * t_max) * alpha_mean / (alpha_mean - 1.0)
+        alpha, t_max, alpha_mean, start = (
+            profile[k][:, None] for k in ("alpha", "t_max_x0", "alpha_mean", "start_x0")
+        )
+        tau = np.maximum(self._t_mid_x0 - start, 0.0) * (alpha - 1.0) / (alpha * t_max) * alpha_mean / (alpha_mean - 1.0)
         r_core = (0.0251 + 0.00319 * ln_e) + (0.1162 - 0.000381 * z) * tau
         k1, k2, k3, k4 = 0.659 - 0.00309 * z, 0.645, -2.59, 0.3585 + prm.k4 * ln_e
         r_tail = k1 * (np.exp(k3 * (tau - k2)) + np.exp(k4 * (tau - k2)))
