@@ -7,9 +7,9 @@ import pytest
 from scipy.integrate import dblquad
 
 from app.errors import InvalidRequest
-from app.physics.detector import SHOWER_SHAPE
+from app.physics.detector import SHOWER_SHAPE, cell_edges_mm
 from app.physics.io import read_showers
-from app.physics.mc import CALIBRATED, ShowerSimulator, _pad_fractions, simulate_showers
+from app.physics.mc import CALIBRATED, ShowerSimulator, _centred_pad_fractions, _pad_fractions, simulate_showers
 
 G4_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "g4"
 
@@ -59,6 +59,13 @@ def test_pad_fractions_match_numerical_quadrature() -> None:
     for i, j in [(0, 0), (1, 0), (2, 1)]:
         expected, _ = dblquad(density, edges[0, i], edges[0, i + 1], edges[0, j], edges[0, j + 1])
         assert fractions[i, j] == pytest.approx(expected, rel=1e-7)
+
+
+def test_centred_shortcut_equals_the_general_integral() -> None:
+    edges = cell_edges_mm()
+    radius_mm = np.array([[3.0, 11.0], [25.0, 0.5]])
+    general = _pad_fractions(np.tile(edges, (2, 1)), np.tile(edges, (2, 1)), radius_mm)
+    assert np.allclose(_centred_pad_fractions(edges, radius_mm), general, rtol=1e-10, atol=1e-15)
 
 
 def test_pad_fractions_sum_to_one_over_a_huge_window() -> None:

@@ -11,7 +11,7 @@ from app.physics.primaries import check_count, check_primary_energies, primary_e
 
 @pytest.mark.parametrize("bad", [0.0, -5.0, math.nan, math.inf, 0.5, 1001.0, "abc", []])
 def test_bad_energies_are_refused(bad: object) -> None:
-    with pytest.raises(InvalidRequest, match="allowed|GeV"):
+    with pytest.raises(InvalidRequest, match=r"allowed|GeV"):
         check_primary_energies(bad)  # type: ignore[arg-type]
 
 
@@ -40,7 +40,12 @@ def test_flat_spectrum_stays_inside_its_range() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"energy_gev": 10.0, "emin_gev": 2.0, "emax_gev": 5.0}, {"emin_gev": 5.0}, {"emin_gev": 50.0, "emax_gev": 5.0}],
+    [
+        {},
+        {"energy_gev": 10.0, "emin_gev": 2.0, "emax_gev": 5.0},
+        {"emin_gev": 5.0},
+        {"emin_gev": 50.0, "emax_gev": 5.0},
+    ],
 )
 def test_inconsistent_spectrum_requests_are_refused(kwargs: dict) -> None:
     with pytest.raises(InvalidRequest):
