@@ -410,9 +410,9 @@ class ShowerObservables:
         """Share of S in the last ``FRONT_LAYERS`` layers (leakage side), shape (N,)."""
         return self._layer_fraction(slice(N_LAYERS - FRONT_LAYERS, N_LAYERS))
 
-    def select(self, which: npt.ArrayLike) -> ShowerObservables:
-        """The showers picked by a boolean mask or an index array, as a new ShowerObservables."""
-        index = np.asarray(which)
+    def select(self, which: npt.ArrayLike | slice) -> ShowerObservables:
+        """The showers picked by a boolean mask, an index array or a slice, as a new ShowerObservables."""
+        index = which if isinstance(which, slice) else np.asarray(which)
         picked = {
             f.name: getattr(self, f.name)[index]
             for f in fields(self)
