@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from app.cli import mc
+from app.cli import mc, validate
 from app.errors import CaloganError
 
 cli = typer.Typer(
@@ -24,6 +24,7 @@ def _root() -> None:
 
 
 cli.command("mc")(mc.mc)
+cli.command("validate")(validate.validate)
 
 _stderr = Console(stderr=True, soft_wrap=True)
 
