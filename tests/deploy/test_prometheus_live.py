@@ -9,6 +9,7 @@ and alerts use.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -21,7 +22,8 @@ import pytest
 import yaml
 
 from app.config import Settings
-from tests.deploy.conftest import DEPLOY, fake_app, required_tool
+from tests.deploy.conftest import DASHBOARD_FILE, DEPLOY, fake_app, required_tool
+from tests.deploy.test_dashboard import dashboard_expressions
 from tests.serving.helpers import live_server
 
 pytestmark = pytest.mark.integration
@@ -138,3 +140,10 @@ def test_prometheus_sees_showers_per_second(service_url: str, prometheus_url: st
     rules = httpx.get(f"{prometheus_url}/api/v1/rules", timeout=5).json()["data"]["groups"]
     unhealthy = [(r["name"], r.get("lastError")) for g in rules for r in g["rules"] if r.get("health") == "err"]
     assert unhealthy == []
+    # Every dashboard query is valid PromQL for a real Prometheus (Grafana's variables filled in).
+    for where, expr in dashboard_expressions(json.loads(DASHBOARD_FILE.read_text())):
+        if expr.startswith("label_values("):
+            continue  # a Grafana function, not PromQL
+        promql = expr.replace("$__rate_interval", "1m").replace("$job", ".*")
+        response = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": promql}, timeout=5)
+        assert response.status_code == 200, f"{where}: {response.text}"
