@@ -14,8 +14,11 @@ import logging
 import logging.config
 from typing import Any
 
-# Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Attributes every LogRecord has; anything else on a record came from ``extra=``. uvicorn adds
+# ``color_message`` (the same text with terminal colours), which has no place in JSON.
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "color_message",
+}
 
 
 class JsonLinesFormatter(logging.Formatter):

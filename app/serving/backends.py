@@ -33,6 +33,7 @@ from app.physics.detector import SHOWER_SHAPE, FloatArray
 logger = logging.getLogger(__name__)
 
 N_CELLS = int(np.prod(SHOWER_SHAPE))
+_FAKE_CELL_SCALE = 2e-4  # E|z| = 0.8, so 15625 cells sum to ~0.025 Ep
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,12 @@ class ShowerBackend(Protocol):
 
 
 class FakeBackend:
-    """A deterministic stand-in: cell ``k`` of row ``i`` is ``|latent[i, k % L]| / 100`` GeV.
+    """A deterministic stand-in: cell ``k`` of row ``i`` is ``|latent[i, k % L]| * 2e-4`` GeV.
 
     Cheap, and every output row depends on its own latent row only, so tests can tell showers apart
-    and compare them exactly. ``batch_sizes`` records each call's N.
+    and compare them exactly. With latent rows z * Ep / 100, a shower sums to about 2.5 % of Ep, a
+    sampling fraction like the detector's, so its files read back as visible GeV. ``batch_sizes``
+    records each call's N.
     """
 
     def __init__(self, info: ModelInfo | None = None) -> None:
@@ -96,7 +99,7 @@ class FakeBackend:
         with self._lock:  # tests read batch_sizes from the event-loop thread
             self.batch_sizes.append(len(latent))
         repeats = -(-N_CELLS // latent.shape[1])
-        cells = np.tile(np.abs(latent) / np.float32(100.0), (1, repeats))[:, :N_CELLS]
+        cells = np.tile(np.abs(latent) * np.float32(_FAKE_CELL_SCALE), (1, repeats))[:, :N_CELLS]
         return cells.reshape(len(latent), *SHOWER_SHAPE)
 
 

@@ -1,0 +1,55 @@
+"""Per-request metrics of ``/simulate``, measured at the ASGI edge so streamed bodies are counted to the end."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.serving.api.errors import CLIENT_CLOSED_REQUEST
+from app.serving.metrics import ServiceMetrics
+
+
+class SimulateMetricsMiddleware:
+    """Count requests by status and format; observe latency (to the last byte) and body size.
+
+    A stream cut short by the client is counted as 499; one cut short by a server error as 500,
+    whatever status line had already gone out.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics, path: str = "/simulate") -> None:
+        self.app = app
+        self.metrics = metrics
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status: int | None = None
+        sent_bytes = 0
+        complete = False
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status, sent_bytes, complete
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent_bytes += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+            await send(message)
+
+        failed = False
+        try:
+            await self.app(scope, receive, counting_send)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            cut_short = "500" if failed else str(CLIENT_CLOSED_REQUEST)
+            label = str(status) if complete and status is not None else cut_short
+            fmt = scope.get("state", {}).get("calogan_format", "none")
+            self.metrics.requests.labels(status=label, format=fmt).inc()
+            self.metrics.request_duration.observe(time.perf_counter() - start)
+            self.metrics.response_size.observe(sent_bytes)
