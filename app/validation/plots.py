@@ -242,7 +242,7 @@ def _save(path: Path, n_rows: int, n_cols: int, draw: Callable[[list[Axes]], Non
         # Fixed margins in inches instead of a layout engine: constrained layout measured every tick label
         # again and doubled the drawing time; these plots have the same labels every time.
         figure.subplots_adjust(
-            left=0.85 / width_in,
+            left=1.05 / width_in,
             right=1 - 0.25 / width_in,
             bottom=0.65 / height_in,
             top=1 - top_in / height_in,
