@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from app.cli import mc, validate
+from app.cli import generate, mc, pull, serve, validate
 from app.errors import CaloganError
 
 cli = typer.Typer(
@@ -25,6 +25,9 @@ def _root() -> None:
 
 cli.command("mc")(mc.mc)
 cli.command("validate")(validate.validate)
+cli.command("serve")(serve.serve)
+cli.command("generate")(generate.generate)
+cli.command("pull")(pull.pull)
 
 _stderr = Console(stderr=True, soft_wrap=True)
 
