@@ -160,8 +160,9 @@ def _fake_backends(settings: Settings) -> list[ShowerBackend]:
 
 
 def _int8_backends(settings: Settings) -> list[ShowerBackend]:
-    # The int8 issue fills this in (quantised model next to the float32 one); nothing else changes.
-    raise ModelLoadError("the int8 backend is not available in this version of calogan")
+    from app.serving.backends_int8 import int8_backends  # imports OpenVINO: only when int8 is asked for
+
+    return int8_backends(settings)
 
 
 def _tensorflow_backends(settings: Settings) -> list[ShowerBackend]:
