@@ -98,11 +98,16 @@ class ShowerParameters:
         return asdict(self)
 
 
-# Fit: tools/calibrate_mc.py (least squares on sum/Ep, its rms/mean, layer of the mean profile's
-# maximum, hit count > 1e-4 GeV and the mean x/layer profiles) to the Geant4 samples
-# shared/data/g4/g4_e{10,50,100,200,400}GeV_*.h5 (Geant4 11.4.p01, opt0 EM), MC_VERSION 1.0.
+# Fit: tools/calibrate_mc.py (Nelder-Mead on sum/Ep, its rms/mean, hit count > 1e-4 GeV and the
+# mean normalised layer and x profiles; floors in its GROUPS) to the Geant4 samples
+# shared/data/g4/g4_e{10,50,100,200,400}GeV_*.h5 (Geant4 11.4.p01, opt0 EM), MC_VERSION 1.0; chi2
+# 1475 for 265 targets. Then the thin/thick visible split was re-solved on sum/Ep alone
+# (thick_visible_scale 1.035 -> 0.88, visible_scale 1.134 -> 1.165): the fit's compromise left
+# sum/Ep 3.7 % high at 400 GeV, beyond the 3 % acceptance, because the profile bins outvoted it;
+# sigma_ln_t_scale went back to GFlash's 1.0, as the lower thick-layer response widened sum/Ep.
 CALIBRATED = ShowerParameters(
-    visible_scale=1.14, spot_energy_gev=0.015, radius_scale=1.05, depth_scale=0.97, start_depth_x0=0.3
+    visible_scale=1.165, thick_visible_scale=0.88, spot_energy_gev=0.0155, start_depth_x0=0.297,
+    depth_scale=0.970, sigma_ln_t_scale=1.0, radius_scale=1.069, core_fraction_scale=0.977,
 )
 
 
