@@ -61,15 +61,17 @@ def create_app(
         metrics.model.info(batcher.backends[0].info.labels())
         async with batcher:
             state.batcher = batcher
-            if settings.warmup:
-                await batcher.warm_up()
-            state.ready = True
-            model = {f"model_{key}": value for key, value in batcher.backends[0].info.labels().items()}
-            logger.info("ready", extra={**model, "workers": len(batcher.backends)})
+            # Warm up in the background: probes answer at once (readiness stays false meanwhile),
+            # so a slow first compile on a GPU does not look like a dead process.
+            warming = asyncio.create_task(_warm_up(batcher, state)) if settings.warmup else None
+            if warming is None:
+                _mark_ready(batcher, state)
             try:
                 yield  # serving; leaving the block drains queued work, then stops the workers
             finally:
                 state.ready = False
+                if warming is not None and not warming.done():
+                    warming.cancel()
                 logger.info("draining", extra={"queued_showers": batcher.queued_showers})
         logger.info("drained")
 
@@ -85,6 +87,22 @@ def create_app(
     app.add_middleware(SimulateMetricsMiddleware, metrics=metrics)
     app.include_router(api_router)
     return app
+
+
+async def _warm_up(batcher: ShowerBatcher, state: ServiceState) -> None:
+    try:
+        await batcher.warm_up()
+    except Exception as exc:  # stay alive but unready, with the reason on /readyz
+        state.warmup_error = f"{type(exc).__name__}: {exc}"
+        logger.critical("warm-up failed; the replica stays unready: %s", exc, exc_info=exc)
+    else:
+        _mark_ready(batcher, state)
+
+
+def _mark_ready(batcher: ShowerBatcher, state: ServiceState) -> None:
+    state.ready = True
+    model = {f"model_{key}": value for key, value in batcher.backends[0].info.labels().items()}
+    logger.info("ready", extra={**model, "workers": len(batcher.backends)})
 
 
 def app_from_env() -> FastAPI:

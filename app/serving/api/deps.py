@@ -25,15 +25,20 @@ class ServiceState:
     metrics: ServiceMetrics
     tokens: tuple[bytes, ...] = ()
     batcher: ShowerBatcher | None = None
-    ready: bool = False
+    ready: bool = False  # model loaded and warmed up
     draining: bool = False  # set on SIGTERM, before uvicorn stops accepting connections
+    warmup_error: str | None = None
 
     def not_ready_reason(self) -> str | None:
         """Why the replica should get no traffic now, or None when it is ready."""
         if self.draining or (self.batcher is not None and self.batcher.closing):
             return "draining"
-        if self.batcher is None or not self.ready:
+        if self.batcher is None:
             return "loading model"
+        if self.warmup_error is not None:
+            return f"warm-up failed ({self.warmup_error})"
+        if not self.ready:
+            return "warming up"
         if not self.batcher.healthy:
             return "batcher worker failed"
         return None
