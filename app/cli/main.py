@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from app.cli import generate, mc, pull, serve, validate
+from app.cli import generate, mc, pull, quantize, serve, validate
 from app.errors import CaloganError
 
 cli = typer.Typer(
@@ -28,6 +28,7 @@ cli.command("validate")(validate.validate)
 cli.command("serve")(serve.serve)
 cli.command("generate")(generate.generate)
 cli.command("pull")(pull.pull)
+cli.command("quantize")(quantize.quantize)
 
 _stderr = Console(stderr=True, soft_wrap=True)
 
