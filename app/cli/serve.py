@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from types import FrameType
@@ -56,6 +57,8 @@ def serve(
         max_batch_size=max_batch_size, log_level=log_level,
     )
     configure_logging(settings.log_level)
+    # TensorFlow's C++ INFO/WARNING lines would break the JSON-lines log; errors still get through.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from app.serving.api.app import create_app
     from app.serving.backends import load_backends
 

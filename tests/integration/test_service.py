@@ -135,6 +135,15 @@ def test_failing_batch_gives_500_and_the_service_keeps_serving(tiny_settings: Se
         assert metric(url, 'calogan_batches_total{outcome="failed"}') == 1
 
 
+def test_failure_after_streaming_began_cuts_the_body_short(tiny_settings: Settings) -> None:
+    energies = [10.0] * 100 + [450.0] * 100  # rows 100-199 poison the second batch of 64
+    with running(tiny_settings, PoisonBackend(limit_gev=300.0)) as (url, _), httpx.Client(base_url=url) as client:
+        with pytest.raises(httpx.RemoteProtocolError):  # status 200 was sent; only the length can tell
+            client.post("/simulate", json=energies)
+        wait_until(lambda: metric(url, 'calogan_requests_total{format="npy",status="500"}') == 1, what="counted")
+        assert client.post("/simulate", params={"energy": 20, "n": 4}).status_code == 200
+
+
 def test_readiness_is_false_until_the_model_is_warm(tiny_settings: Settings) -> None:
     gated = GatedBackend()  # warm-up runs generate(), which waits at the gate
     with live_server(create_app(tiny_settings.model_copy(update={"warmup": True}), gated)) as url:

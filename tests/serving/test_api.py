@@ -16,11 +16,11 @@ import pytest
 from app import __version__
 from app.config import Settings
 from app.serving.api.app import create_app
-from app.serving.api.deps import negotiate_format
-from app.serving.api.errors import NotAcceptable
 from app.serving.backends import FakeBackend
 from app.serving.batcher import spectrum_energies
 from tests.serving.helpers import expected_showers, live_server, load_npy
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -193,23 +193,6 @@ def _secret(value: str) -> Any:
     from pydantic import SecretStr
 
     return SecretStr(value)
-
-
-@pytest.mark.parametrize(
-    ("accept", "expected"),
-    [(None, "npy"), ("", "npy"), ("*/*", "npy"), ("application/x-hdf5", "hdf5"),
-     ("application/x-npy;q=0.2, application/x-hdf5;q=0.9", "hdf5"), ("text/html, */*;q=0.1", "npy")],
-)
-def test_negotiate_format(accept: str | None, expected: str) -> None:
-    assert negotiate_format(None, accept) == expected
-    assert negotiate_format("hdf5", accept) == "hdf5"  # ?format= wins
-
-
-def test_negotiate_format_refuses_what_it_cannot_make() -> None:
-    with pytest.raises(NotAcceptable):
-        negotiate_format(None, "application/json, text/html;q=0.5")
-    with pytest.raises(NotAcceptable):
-        negotiate_format(None, "application/x-npy;q=0")
 
 
 def test_serving_imports_neither_training_nor_tensorflow() -> None:

@@ -29,6 +29,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
                           env=env, timeout=120)
 
 
+@pytest.mark.integration
 def test_serve_without_a_shipped_model_fails_with_one_line(tmp_path: Path) -> None:
     result = run_cli("serve", "--model-dir", str(tmp_path / "nothing"))
     assert result.returncode == 2
@@ -37,6 +38,7 @@ def test_serve_without_a_shipped_model_fails_with_one_line(tmp_path: Path) -> No
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.integration
 def test_serve_with_bad_settings_fails_with_one_line() -> None:
     result = run_cli("serve", "--max-batch-size", "0")
     assert result.returncode == 2
