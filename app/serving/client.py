@@ -164,7 +164,7 @@ class ShowerClient:
     def simulate(
         self, *, energy_gev: float, n: int, seed: int, dtype: str = "float32"
     ) -> FloatArray:
-        """``n`` showers at ``energy_gev`` GeV, shape (n, 25, 25, 25), retried and verified."""
+        """``n`` showers at ``energy_gev`` GeV, shape (n, 25, 25, 25) of ``dtype``, retried and verified."""
         cells_gev, _ = self._with_retries(lambda: self._fetch(energy_gev, n, seed, dtype), what=f"seed {seed}")
         return cells_gev
 
@@ -323,7 +323,7 @@ def _read_npy(blocks: Any, *, n: int, dtype: str) -> FloatArray:
         filled = end
     if filled != len(target):
         raise _Retryable(f"response cut short: {filled} of {len(target)} bytes")
-    return cells.astype(np.float32, copy=False)
+    return cells.astype(np.dtype(dtype), copy=False)  # native byte order
 
 
 def _file_attr(path: Path, key: str) -> Any:
