@@ -1,0 +1,181 @@
+"""Training pipeline: schedule, ECAL refit, step inputs, metric, and `calogan train` end to end with resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from app.cli.main import main
+from app.cli.train import validation_metric
+from app.errors import InvalidRequest
+from app.model.training import (
+    EnergyResponse,
+    GanTrainer,
+    TrainConfig,
+    fit_energy_response,
+    learning_rate,
+    local_shape_metric,
+    train,
+)
+from app.physics.mc import simulate_showers
+from app.physics.observables import observe
+from tests.model.conftest import TINY_RUN_ARGS, run_cli
+
+
+def test_learning_rate_follows_the_papers_schedule_in_file_equivalents() -> None:
+    config = TrainConfig()
+    assert learning_rate(5e-4, 0, config) == 5e-4
+    assert learning_rate(5e-4, 81 * 9000, config) == 5e-4  # held for 81 files (spec 3.2)
+    assert learning_rate(5e-4, 82 * 9000, config) == pytest.approx(5e-4 * math.exp(-0.012))
+    # Last file of epoch 30 (n = 599): lr_G ~ 1.0e-6 and lr_D ~ 2.0e-7 (spec 3.2).
+    assert learning_rate(5e-4, 599 * 9000, config) == pytest.approx(1.0e-6, rel=0.02)
+    assert learning_rate(1e-4, 599 * 9000, config) == pytest.approx(2.0e-7, rel=0.02)
+    short = TrainConfig(file_showers=100)  # a short run compressed onto the same 600 files
+    assert learning_rate(5e-4, 599 * 100, short) == pytest.approx(1.0e-6, rel=0.02)
+
+
+def test_energy_response_fit_recovers_a_known_polynomial() -> None:
+    rng = np.random.default_rng(5)
+    ep = rng.uniform(2.0, 500.0, 300)
+    u = np.log(ep / 100.0)
+    fraction = 0.024 - 0.001 * u + 0.0002 * u**2
+    cells = np.zeros((300, 25, 25, 25), dtype=np.float32)
+    cells[:, 12, 12, 10] = fraction * ep
+    response = fit_energy_response(cells, ep, degree=2)
+    np.testing.assert_allclose(response.coefficients, [0.024, -0.001, 0.0002], rtol=1e-3, atol=1e-7)
+    assert response.target_sum_gev(np.array([100.0]))[0] == pytest.approx(2.4, rel=1e-4)
+    # Clamped outside the fitted range: no runaway extrapolation.
+    low = response.ep_range_gev[0]
+    assert response.fraction(np.array([0.5 * low]))[0] == pytest.approx(response.fraction(np.array([low]))[0])
+    assert EnergyResponse.from_dict(response.to_dict()) == response
+
+
+def test_energy_response_of_a_single_energy_is_constant() -> None:
+    cells = simulate_showers(np.full(20, 50.0), seed=2)
+    response = fit_energy_response(cells, np.full(20, 50.0), degree=2)
+    assert len(response.coefficients) == 1
+    assert 0.02 < response.coefficients[0] < 0.03  # the project's sampling fraction near 50 GeV (~0.025)
+
+
+@pytest.fixture(scope="module")
+def tiny_trainer() -> GanTrainer:
+    return GanTrainer(TrainConfig(width=0.1, batch_size=4000, run_eagerly=True))
+
+
+def test_step_inputs_follow_the_recipe(tiny_trainer: GanTrainer) -> None:
+    n = 4000
+    rng = np.random.default_rng(6)
+    response = EnergyResponse((0.025,), (2.0, 500.0))
+    cells = np.zeros((n, 25, 25, 25), dtype=np.float32)
+    cells[:, 12, 12, 5] = 1.5
+    ep = np.full(n, 60.0, dtype=np.float32)
+    batch = tiny_trainer.make_batch(cells, ep, rng, response=response, energy_range_gev=(100.0, 400.0))
+    np.testing.assert_allclose(batch["real_sum"], 1.5)  # ECAL target of real showers: their own pixel sum
+    np.testing.assert_allclose(batch["real_ep100"], 0.6)
+    for prefix in ("d", "g"):
+        ep100 = batch[f"{prefix}_ep100"][:, 0]
+        assert ep100.min() >= 1.0
+        assert ep100.max() <= 4.0
+        np.testing.assert_allclose(batch[f"{prefix}_sum"][:, 0], 0.025 * 100 * ep100, rtol=1e-5)
+        assert batch[f"{prefix}_latent"].shape == (n, 200)
+    # Labels: real 0.9 (5 % flipped to 0), fake 0 (5 % flipped to 1), generator step 0.9 (5 % to 0).
+    # With n = 4000 a 5 % rate has sigma 0.34 %; 4 sigma bounds.
+    for key, value, flipped in (("real_labels", 0.9, 0.0), ("d_labels", 0.0, 1.0), ("g_labels", 0.9, 0.0)):
+        labels = batch[key][:, 0]
+        assert set(np.unique(labels)) == {np.float32(value), np.float32(flipped)}
+        assert abs(np.mean(labels == np.float32(flipped)) - 0.05) < 0.014
+    again = tiny_trainer.make_batch(cells, ep, np.random.default_rng(6), response=response,
+                                    energy_range_gev=(100.0, 400.0))
+    assert all(np.array_equal(batch[k], again[k]) for k in batch)
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(InvalidRequest, match="batch_size=0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(InvalidRequest, match="flip_probability"):
+        TrainConfig(flip_probability=0.7)
+
+
+@pytest.mark.parametrize("metric", [local_shape_metric, validation_metric])
+def test_metrics_are_zero_for_identical_samples_and_see_an_energy_scale_error(metric: object) -> None:
+    ep = np.random.default_rng(1).uniform(10.0, 200.0, 60)
+    ref = observe(simulate_showers(ep, seed=4), ep)
+    same = metric(ref, ref)  # type: ignore[operator]
+    assert same["score"] == pytest.approx(0.0, abs=1e-12)
+    scaled = metric(observe(1.1 * simulate_showers(ep, seed=4), ep), ref)  # type: ignore[operator]
+    assert scaled["sf_rel_error"] == pytest.approx(0.1, rel=1e-6)
+    assert scaled["score"] == pytest.approx(0.1, rel=1e-6)  # shapes unchanged by a global scale
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_writes_checkpoint_log_and_generator(tiny_run: Path) -> None:
+    state = json.loads((tiny_run / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1
+    assert state["showers_seen"] == 4
+    assert (tiny_run / "checkpoint" / "variables.npz").is_file()
+    rows = _rows(tiny_run)
+    assert [(r["epoch"], r["phase"]) for r in rows] == [("0", "warmup"), ("1", "adversarial")]
+    assert all(np.isfinite(float(rows[1][k])) for k in ("d_real_loss", "d_fake_loss", "g_loss", "val_score",
+                                                        "val_mse_shape"))
+    run_info = json.loads((tiny_run / "run_config.json").read_text())
+    assert run_info["config"]["bn_training"] is True
+    assert len(run_info["energy_response"]["coefficients"]) == 3
+    generator = keras.models.load_model(tiny_run / "generator.keras")
+    assert generator.layers[-1].name == "output_relu"
+    showers = np.asarray(generator(np.ones((2, 200), dtype=np.float32)))
+    assert showers.shape == (2, 25, 25, 25)
+    assert showers.min() >= 0.0
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tiny_run: Path, training_file: Path,
+                                                        tmp_path: Path) -> None:
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    for item in tiny_run.iterdir():  # a copy, so the shared run stays at epoch 1
+        target = resumed / item.name
+        if item.is_dir():
+            target.mkdir()
+            for f in item.iterdir():
+                (target / f.name).write_bytes(f.read_bytes())
+        else:
+            target.write_bytes(item.read_bytes())
+    run_cli("train", "--out", str(resumed), "--resume", "--epochs", "2", "--data", str(training_file),
+            *TINY_RUN_ARGS)
+    state = json.loads((resumed / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2
+    assert state["showers_seen"] == 8
+    assert [r["epoch"] for r in _rows(resumed)] == ["0", "1", "2"]
+
+    straight = tmp_path / "straight"  # the same run without interruption
+    config = TrainConfig(data=str(training_file), epochs=2, steps_per_epoch=1, batch_size=4, val_showers=8, seed=3,
+                         width=0.1, warmup_steps=1, run_eagerly=True)
+    train(config, straight, metric=validation_metric)
+    variables = Path("checkpoint") / "variables.npz"
+    with np.load(resumed / variables) as a, np.load(straight / variables) as b:
+        assert a.files == b.files
+        for key in a.files:  # weights, BN statistics, dropout seeds and Adam moments, bit for bit
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_fresh_run_into_a_used_folder_is_a_clear_error(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--out", str(tiny_run), "--tiny"])
+    assert exit_info.value.code == 2
+    assert "already holds a training run" in capsys.readouterr().err
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--out", str(tmp_path), "--resume"])
+    assert exit_info.value.code == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
