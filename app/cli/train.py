@@ -58,9 +58,13 @@ def train(
 
         strategy = tf.distribute.MirroredStrategy()
     console = Console(stderr=True)
-    with _RichProgress(console) as progress:
-        result = run_training(config, out, resume=resume, metric=validation_metric, strategy=strategy,
-                              progress=progress)
+    try:
+        with _RichProgress(console) as progress:
+            result = run_training(config, out, resume=resume, metric=validation_metric, strategy=strategy,
+                                  progress=progress)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; the last finished epoch is checkpointed: calogan train --out {out} --resume")
+        raise typer.Exit(130) from None
     typer.echo(
         f"{result.epochs_done} epochs, {result.showers_seen} real showers in {result.wall_s:.0f} s; best epoch "
         f"{result.best_epoch} (val_score {result.best_score:.4g}); wrote {result.generator_path}"
