@@ -29,6 +29,7 @@ finds them; importing this module is enough.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -294,10 +295,17 @@ class GeneratorConfig:
     output_relu : bool
         End with a ReLU (the paper's ``generator_ReLU``, the shipped model) or stay linear (its
         ``generator_LeakyReLU``, used in the first epochs of training, spec 3.3).
+    output_scale : float
+        Fixed factor on the merge conv's output, a ``Rescaling`` layer without weights (1.0, the
+        default, adds no layer: the paper's graph). Training picks it so that an untrained generator
+        already deposits the data's mean energy: raw GeV cells are ~1e-3 while Adam moves every weight
+        by ~lr per step, so without it the first steps spend themselves on the overall scale. The
+        3DGAN does the same with its data scale xscale = 100 (spec 6.3).
     """
 
     width: float = 1.0
     output_relu: bool = True
+    output_scale: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -323,12 +331,13 @@ def build_generator(config: GeneratorConfig | None = None) -> keras.Model:
     """The Conv2D generator: latent vector in, one shower out (spec 1.2-1.4).
 
     Dense(200 -> 125) -> reshape (5, 5, 5) -> three :class:`GeneratorBranch` views -> back to
-    ``[x, y, layer]`` -> concatenate (25, 25, 75) -> Conv2D(25, 3, same, no bias) -> optional ReLU.
+    ``[x, y, layer]`` -> concatenate (25, 25, 75) -> Conv2D(25, 3, same, no bias) -> optional fixed
+    scale -> optional ReLU.
 
     Parameters
     ----------
     config : GeneratorConfig, optional
-        Width and output activation; the default is the full shipped network.
+        Width, output scale and activation; the default is the paper's network.
 
     Returns
     -------
@@ -351,6 +360,10 @@ def build_generator(config: GeneratorConfig | None = None) -> keras.Model:
     x = layers.Conv2D(
         N_LAYERS, 3, padding="same", use_bias=False, kernel_initializer="he_uniform", name="merge_conv"
     )(x)
+    if config.output_scale != 1.0:
+        if not (math.isfinite(config.output_scale) and config.output_scale > 0):
+            raise ValueError(f"output_scale must be finite and > 0. Received: output_scale={config.output_scale}")
+        x = layers.Rescaling(config.output_scale, name="output_scale")(x)
     if config.output_relu:
         x = layers.ReLU(name="output_relu")(x)
     return keras.Model(latent, x, name="conv2d_generator")

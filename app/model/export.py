@@ -347,7 +347,8 @@ def package_run(
     }
     return write_model_card(
         out_dir, name=name, version=version,
-        generator_config=GeneratorConfig(width=float(config.get("width", 1.0)), output_relu=True),
+        generator_config=GeneratorConfig(width=float(config.get("width", 1.0)), output_relu=True,
+                                         output_scale=float(config.get("output_scale") or 1.0)),
         parameters=int(model.count_params()), conv_layers=count_conv_layers(model),
         training=training, validation=validation, known_limits=known_limits,
     )

@@ -28,6 +28,9 @@ Recipe choices, each recorded in ``run_config.json``:
   inference mode as in the authors' runs, where BN never updated its statistics (spec 1.6, 8 item 2).
 - ECAL target: GetEcalFit describes CERN's data, not ours (spec 2.4), so the run refits
   r(Ep) = sum / Ep as a polynomial in log(Ep / 100 GeV) to its own training data at the start.
+- Output scale (``output_scale``): an untrained generator deposits about 3 Ep, some 130 times the
+  data's r(Ep) Ep. A fixed, weightless factor after the merge conv (chosen at the start, stored in the
+  config and in the shipped model) starts it at the right mean deposit; see :func:`calibrated_output_scale`.
 - Optional warm-up: ``warmup_steps`` supervised generator steps before the adversarial phase, pulling
   the total energy to r(Ep) Ep and the normalised x, y, layer profiles to the training data's mean
   profiles in energy bins. It is cheap and gives the adversarial phase a generator that already
@@ -90,7 +93,7 @@ BEST_WEIGHTS_FILE = "best_generator.npz"
 GENERATOR_FILE = "generator.keras"
 
 # Streams of SeedSequence([seed, epoch, stream]).
-_STREAM_DATA, _STREAM_NOISE, _STREAM_VALIDATION, _STREAM_FIT, _STREAM_SPLIT = range(5)
+_STREAM_DATA, _STREAM_NOISE, _STREAM_VALIDATION, _STREAM_FIT, _STREAM_SPLIT, _STREAM_SCALE = range(6)
 
 
 @dataclass
@@ -125,6 +128,10 @@ class TrainConfig:
         Run BatchNorm and Dropout in training mode during the steps (False = the authors' behaviour).
     warmup_steps : int
         Supervised generator steps before epoch 1 (0 = none).
+    output_scale : float or None
+        The generator's fixed output factor (``GeneratorConfig.output_scale``). None: chosen at the
+        start of a fresh run so that the untrained generator's mean deposit is r(Ep) Ep (it is
+        about 3 x Ep at 1.0, some 130 times too much); 1.0: the paper's raw output.
     val_showers : int
         Validation showers (MC: generated once; HDF5: held out of the file's showers, at most 10 %).
     ecal_fit_degree : int
@@ -157,6 +164,7 @@ class TrainConfig:
     relu_from_epoch: int = 3
     bn_training: bool = True
     warmup_steps: int = 0
+    output_scale: float | None = None
     val_showers: int = 512
     ecal_fit_degree: int = 2
     fit_showers: int = 2048
@@ -490,7 +498,8 @@ class GanTrainer:
             )
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
-            self.generator = build_generator(GeneratorConfig(width=config.width, output_relu=False))
+            self.generator = build_generator(GeneratorConfig(width=config.width, output_relu=False,
+                                                             output_scale=config.output_scale or 1.0))
             self.generator_relu = with_output_relu(self.generator)
             self.discriminator = build_discriminator(config.width)
             self.opt_g = keras.optimizers.Adam(learning_rate=config.lr_generator)
@@ -609,7 +618,8 @@ class GanTrainer:
     def warmup_step(self, batch: dict[str, FloatArray], optimizer: Any) -> dict[str, float]:
         """One supervised generator step: total energy and normalised profiles towards the templates."""
         if self._warmup_step is None:
-            tf, g = self._tf, self.generator
+            # The ReLU output: a linear output's sum mixes signs, so its energy cannot be pulled to a target.
+            tf, g = self._tf, self.generator_relu
             training = self.config.bn_training
 
             def replica(b: dict[str, Any]) -> dict[str, Any]:
@@ -619,7 +629,9 @@ class GanTrainer:
                     energy = tf.reduce_mean(tf.abs(total - b["sum"]) / (b["sum"] + _EPS))
                     shape = 0.0
                     for axis, (a, bb) in enumerate(((2, 3), (1, 3), (1, 2))):
-                        profile = tf.reduce_sum(cells, axis=[a, bb]) / (total[:, None] + _EPS)
+                        # Divided by the target deposit, not the generated one: a linear output's sum
+                        # can be near 0, which would blow the normalised profile up.
+                        profile = tf.reduce_sum(cells, axis=[a, bb]) / b["sum"][:, None]
                         target = b["profiles"][:, axis]
                         shape += tf.reduce_mean(tf.reduce_sum((profile - target) ** 2, axis=1)
                                                 / tf.reduce_sum(target**2, axis=1))
@@ -794,6 +806,33 @@ def _profile_templates(cells_gev: FloatArray, ep_gev: FloatArray, n_bins: int = 
     return edges, templates
 
 
+def calibrated_output_scale(config: TrainConfig, response: EnergyResponse, n: int = 64) -> float:
+    """The generator output scale at which the untrained network deposits the data's mean energy.
+
+    Builds the generator exactly as :class:`GanTrainer` will (same seed, so the same initial weights)
+    with scale 1, runs ``n`` showers at U(2, 500) GeV in the training mode of the run, and returns
+    mean(r(Ep) Ep) / mean(sum of cells), rounded to two significant digits. The output is linear in the
+    scale (ReLU(s x) = s ReLU(x) for s > 0), so at that scale the mean deposit matches.
+
+    Returns
+    -------
+    float
+        The factor (about 1/130 for the full-width generator).
+    """
+    import keras
+
+    keras.utils.set_random_seed(config.seed)  # as GanTrainer does, so the probe has the trainer's weights
+    probe = build_generator(GeneratorConfig(width=config.width, output_relu=True))
+    rng = _rng(config.seed, 0, _STREAM_SCALE)
+    ep = training_energies(n, rng, FULL_TRAINING_RANGE_GEV)
+    cells = np.asarray(probe(latent_vectors(ep, rng), training=config.bn_training))
+    deposited_gev = float(np.mean(cells.reshape(n, -1).sum(axis=1)))
+    if not deposited_gev > 0:
+        return 1.0
+    factor = float(np.mean(response.target_sum_gev(ep))) / deposited_gev
+    return float(f"{factor:.2g}")
+
+
 def train(
     config: TrainConfig,
     run_dir: str | Path,
@@ -847,6 +886,11 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         state, arrays = {}, {}
     source = source or make_source(config)
+    if not resume:
+        fit_cells, fit_ep = source.fit_sample(config.fit_showers)
+        response = fit_energy_response(fit_cells, fit_ep, config.ecal_fit_degree)
+        if config.output_scale is None:
+            config = dataclasses.replace(config, output_scale=calibrated_output_scale(config, response))
     trainer = GanTrainer(config, strategy)
 
     if resume:
@@ -855,8 +899,6 @@ def train(
         _truncate_csv(run_dir / METRICS_FILE, state["epoch"])
         logger.info("resuming", extra={"run_dir": str(run_dir), "epoch": state["epoch"]})
     else:
-        fit_cells, fit_ep = source.fit_sample(config.fit_showers)
-        response = fit_energy_response(fit_cells, fit_ep, config.ecal_fit_degree)
         state = {"epoch": 0, "global_step": 0, "showers_seen": 0, "best_epoch": 0, "best_score": None,
                  "wall_s": 0.0, "energy_response": response.to_dict()}
         run_info = {
@@ -962,7 +1004,8 @@ def _warmup(trainer: GanTrainer, source: ShowerSource, response: EnergyResponse,
 
 def _export_best(trainer: GanTrainer, run_dir: Path) -> Path:
     """Write the best epoch's generator, with its output ReLU, as ``generator.keras``."""
-    shipped = build_generator(GeneratorConfig(width=trainer.config.width, output_relu=True))
+    shipped = build_generator(GeneratorConfig(width=trainer.config.width, output_relu=True,
+                                              output_scale=trainer.config.output_scale or 1.0))
     best = run_dir / BEST_WEIGHTS_FILE
     if best.exists():
         with np.load(best) as data:
@@ -987,6 +1030,7 @@ __all__ = [
     "TrainConfig",
     "TrainingProgress",
     "TrainingResult",
+    "calibrated_output_scale",
     "fit_energy_response",
     "learning_rate",
     "local_shape_metric",

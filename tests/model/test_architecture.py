@@ -139,5 +139,17 @@ def test_model_config_round_trip_and_save_load(tiny_gan: tuple[keras.Model, kera
 
 
 def test_generator_config_dict_round_trip() -> None:
-    config = GeneratorConfig(width=0.5, output_relu=False)
+    config = GeneratorConfig(width=0.5, output_relu=False, output_scale=0.01)
     assert GeneratorConfig.from_dict(config.to_dict()) == config
+
+
+def test_output_scale_multiplies_the_output_without_parameters() -> None:
+    plain = build_generator(GeneratorConfig(width=TINY))
+    scaled = build_generator(GeneratorConfig(width=TINY, output_scale=0.01))
+    assert scaled.count_params() == plain.count_params()
+    assert "output_scale" not in [layer.name for layer in plain.layers]  # scale 1: the paper's graph exactly
+    scaled.set_weights(plain.get_weights())
+    latent = np.random.default_rng(5).standard_normal((2, LATENT_SIZE)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(scaled(latent)), 0.01 * np.asarray(plain(latent)), rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="output_scale"):
+        build_generator(GeneratorConfig(width=TINY, output_scale=-1.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -18,6 +19,7 @@ from app.model.training import (
     EnergyResponse,
     GanTrainer,
     TrainConfig,
+    calibrated_output_scale,
     fit_energy_response,
     learning_rate,
     local_shape_metric,
@@ -95,6 +97,19 @@ def test_step_inputs_follow_the_recipe(tiny_trainer: GanTrainer) -> None:
     assert all(np.array_equal(batch[k], again[k]) for k in batch)
 
 
+def test_calibrated_output_scale_starts_the_generator_at_the_data_deposit() -> None:
+    config = TrainConfig(width=0.1, seed=4, bn_training=False)
+    response = EnergyResponse((0.025,), (2.0, 500.0))
+    scale = calibrated_output_scale(config, response, n=32)
+    assert 0 < scale < 0.1  # an untrained generator deposits far more than 2.5 % of Ep
+    trainer = GanTrainer(dataclasses.replace(config, output_scale=scale))
+    ep = np.random.default_rng(9).uniform(2.0, 500.0, 32)
+    showers = trainer.generate(ep, np.random.default_rng(10))
+    ratio = showers.reshape(32, -1).sum(axis=1).mean() / (0.025 * ep.mean())
+    # Other noise and energies than the calibration's, so only roughly 1 (not the x130 of scale 1).
+    assert 0.5 < ratio < 2.0
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(InvalidRequest, match="batch_size=0"):
         TrainConfig(batch_size=0)
@@ -129,9 +144,11 @@ def test_train_writes_checkpoint_log_and_generator(tiny_run: Path) -> None:
                                                         "val_mse_shape"))
     run_info = json.loads((tiny_run / "run_config.json").read_text())
     assert run_info["config"]["bn_training"] is True
+    assert 0 < run_info["config"]["output_scale"] < 0.1  # calibrated at the start, kept for resume
     assert len(run_info["energy_response"]["coefficients"]) == 3
     generator = keras.models.load_model(tiny_run / "generator.keras")
-    assert generator.layers[-1].name == "output_relu"
+    assert [layer.name for layer in generator.layers[-2:]] == ["output_scale", "output_relu"]
+    assert generator.get_layer("output_scale").scale == run_info["config"]["output_scale"]
     showers = np.asarray(generator(np.ones((2, 200), dtype=np.float32)))
     assert showers.shape == (2, 25, 25, 25)
     assert showers.min() >= 0.0
