@@ -17,7 +17,9 @@ from app.cli.train import validation_metric
 from app.errors import InvalidRequest
 from app.model.training import (
     EnergyResponse,
+    FileSource,
     GanTrainer,
+    SimulatorSource,
     TrainConfig,
     calibrated_output_scale,
     fit_energy_response,
@@ -196,3 +198,51 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pyte
         main(["train", "--out", str(tmp_path), "--resume"])
     assert exit_info.value.code == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+def test_simulator_source_is_reproducible_per_epoch() -> None:
+    source = SimulatorSource(seed=1, val_showers=4, energy_range_gev=(10.0, 50.0))
+    first = list(source.batches(epoch=1, n_batches=2, batch_size=3))
+    again = list(source.batches(epoch=1, n_batches=2, batch_size=3))
+    other = next(source.batches(epoch=2, n_batches=1, batch_size=3))
+    assert len(first) == 2
+    cells, ep = first[0]
+    assert cells.shape == (3, 25, 25, 25)
+    assert cells.dtype == np.float32
+    assert ep.min() >= 10.0
+    assert ep.max() <= 50.0
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(other[1], ep)
+    val_cells, val_ep = source.validation_sample()
+    assert val_cells.shape == (4, 25, 25, 25)
+    assert not np.isin(val_ep, np.concatenate([e for _, e in first])).any()
+    assert (cells[cells > 0] >= 1e-6).all()  # thresholded as the training data of the paper
+
+
+def test_file_source_holds_out_validation_and_cycles(training_file: Path) -> None:
+    source = FileSource(training_file.parent, seed=2, val_showers=100)  # a folder of .h5 files works too
+    _, val_ep = source.validation_sample()
+    assert len(val_ep) == 4  # at most 10 % of the 40 showers
+    seen = np.concatenate([ep for _, ep in source.batches(epoch=1, n_batches=12, batch_size=5)])
+    assert len(seen) == 60  # more than one pass over the 36 training showers
+    assert not np.isin(val_ep, seen).any()
+    again = np.concatenate([ep for _, ep in source.batches(epoch=1, n_batches=12, batch_size=5)])
+    np.testing.assert_array_equal(seen, again)
+
+
+def test_file_source_refuses_too_few_showers(tmp_path: Path) -> None:
+    from app.physics.io import shower_file_attrs, write_showers
+
+    path = tmp_path / "few.h5"
+    write_showers(path, simulate_showers(np.full(5, 20.0), seed=1), np.full(5, 20.0),
+                  attrs=shower_file_attrs(producer="test"))
+    with pytest.raises(InvalidRequest, match="too few"):
+        FileSource(path, seed=1, val_showers=10)
+    with pytest.raises(InvalidRequest, match=r"no \.h5 files"):
+        FileSource(_empty_dir(tmp_path), seed=1, val_showers=2)
+
+
+def _empty_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    return folder
