@@ -37,10 +37,8 @@ from typing import Any
 import keras
 from keras import layers
 
+from app.model.latent import LATENT_SIZE
 from app.physics.detector import N_CELLS_X, N_CELLS_Y, N_LAYERS, SHOWER_SHAPE
-
-LATENT_SIZE = 200
-"""Length of the generator's input vector (spec 1.1)."""
 
 STEM_SHAPE = (5, 5, 5)
 """The Dense stem's 125 outputs seen as a 5 x 5 x 5 volume."""

@@ -16,8 +16,11 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from app.model.architecture import LATENT_SIZE
 from app.physics.detector import FloatArray
+
+LATENT_SIZE = 200
+"""Length of the generator's input vector (spec 1.1). Defined here, not in ``architecture``, so that
+making inputs (the service, with any backend) does not import Keras."""
 
 ENERGY_SCALE_GEV = 100.0
 """The generator input and the discriminator's energy head are in units of 100 GeV (spec 1.1, 2.3)."""
