@@ -166,7 +166,8 @@ def main() -> None:
         _worker(args)
         return
 
-    from app.model.quantize import cpu_description, int8_model_dir
+    from app.hardware import cpu_description
+    from app.model.quantize import int8_model_dir
 
     with tempfile.TemporaryDirectory(prefix="calogan-bench-") as scratch:
         if args.random_width is not None:

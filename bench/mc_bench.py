@@ -15,20 +15,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # after the thread limits above, which numpy reads at import
-import platform
 import time
 
 import numpy as np
 
+from app.hardware import cpu_description
 from app.physics.mc import ShowerSimulator
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -41,7 +33,7 @@ def main() -> None:
     simulator = ShowerSimulator()
     rng = np.random.default_rng(0)
     simulator.simulate(np.full(64, 50.0), rng)  # warm-up: imports, allocator
-    print(f"# {cpu_model()}, numpy {np.__version__}, affinity {sorted(os.sched_getaffinity(0))}")
+    print(f"# {cpu_description()}, numpy {np.__version__}, affinity {sorted(os.sched_getaffinity(0))}")
     print("| Ep (GeV) | showers | best wall (s) | showers/s |")
     print("|---|---|---|---|")
     for ep in args.energies:

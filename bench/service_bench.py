@@ -40,15 +40,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from app.hardware import cpu_description
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def memory_gib() -> float:
@@ -255,7 +249,7 @@ def main() -> None:
             shutil.rmtree(temporary, ignore_errors=True)
 
     p50, p95, p99 = np.percentile(latency_ms, [50, 95, 99])
-    print(f"# machine: {cpu_model()}, {os.cpu_count()} logical CPUs (affinity {len(os.sched_getaffinity(0))}), "
+    print(f"# machine: {cpu_description()}, {os.cpu_count()} logical CPUs (affinity {len(os.sched_getaffinity(0))}), "
           f"{memory_gib():.0f} GiB RAM, GPU: {gpu_names()}")
     print(f"# model: {raw['name']} {raw['version']}, backend {raw['backend']} on {raw['device']} "
           f"({raw['precision']}), TensorFlow {raw.get('tensorflow', '-')}, numpy {np.__version__}, "

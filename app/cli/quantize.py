@@ -39,7 +39,8 @@ def quantize(
     speed_batch: Annotated[int, typer.Option(help="Batch size of the speed measurement written to the card.")] = 128,
 ) -> None:
     """Quantize a generator to int8 for CPUs; layers that hurt the physics stay float32."""
-    from app.model.quantize import cpu_cores, int8_model_dir
+    from app.hardware import cpu_cores
+    from app.model.quantize import int8_model_dir
 
     out_dir = out if out is not None else int8_model_dir(model_dir)
     _check_options(model_dir, out_dir, calib_n, eval_n, threads, max_float32_layers, speed_batch)
@@ -194,8 +195,9 @@ def _measure_speed(
     generate_float32: Any, compiled_int8: Any, batch_size: int, threads: int, rng: np.random.Generator
 ) -> dict[str, Any]:
     """Showers/s of float32 TensorFlow and int8 OpenVINO at one batch size, after a warm-up call each."""
+    from app.hardware import cpu_description
     from app.model.architecture import LATENT_SIZE
-    from app.model.quantize import cpu_description, run_compiled
+    from app.model.quantize import run_compiled
 
     latent = rng.standard_normal((batch_size, LATENT_SIZE), dtype=np.float32)
     rates = {}

@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +44,7 @@ from typing import Any, Final
 import numpy as np
 
 from app.errors import InvalidRequest, ModelLoadError
+from app.hardware import cpu_cores
 from app.model.loading import CARD_FILE, CARD_MARKDOWN_FILE, CARD_SCHEMA_VERSION, ONNX_FILE, sha256_file, verify_file
 from app.physics.detector import SHOWER_SHAPE, FloatArray
 from app.physics.observables import ShowerObservables, observe
@@ -66,7 +66,6 @@ __all__ = [
     "acceptance_sample",
     "check_accuracy",
     "compile_cpu",
-    "cpu_cores",
     "int8_model_dir",
     "load_int8_generator",
     "onnx_to_openvino",
@@ -106,22 +105,6 @@ GenerateFn = Callable[[FloatArray], FloatArray]
 
 
 # -- machine -----------------------------------------------------------------------------------------
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota when there is one.
-
-    ``os.cpu_count()`` reports the host's cores, which oversubscribes threads in a container limited
-    to a few CPUs (``docker run --cpus``, Kubernetes limits) or a process pinned with ``taskset``.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:  # cgroup v2: "max 100000" (no limit) or "200000 100000" (2 CPUs)
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 limit readable: the affinity mask is the answer
-    return max(1, cores)
 
 
 # -- OpenVINO models ---------------------------------------------------------------------------------
@@ -828,18 +811,3 @@ def load_int8_generator(folder: str | Path, threads: int | None = None) -> Int8G
 def temporary_workdir() -> tempfile.TemporaryDirectory[str]:
     """A scratch folder for the intermediate ONNX file."""
     return tempfile.TemporaryDirectory(prefix="calogan-quantize-")
-
-
-def cpu_description() -> str:
-    """The CPU model name and whether it has int8 dot-product instructions (VNNI), for cards and benchmarks."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        import platform
-
-        return platform.processor() or "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    vnni = [flag for flag in ("avx512_vnni", "avx_vnni", "amx_int8") if flag in flags]
-    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
-    return f"{name or 'unknown CPU'} ({isa}, {'+'.join(vnni) if vnni else 'no VNNI'})"

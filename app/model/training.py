@@ -66,6 +66,7 @@ import numpy as np
 
 from app import __version__
 from app.errors import InvalidRequest
+from app.hardware import cpu_model_name
 from app.model.architecture import GeneratorConfig, build_discriminator, build_generator, with_output_relu
 from app.model.latent import (
     ENERGY_SCALE_GEV,
@@ -703,7 +704,7 @@ def hardware_description() -> dict[str, Any]:
 
     return {
         "machine": platform.machine(),
-        "processor": _cpu_model(),
+        "processor": cpu_model_name(),
         "cpu_count": os.cpu_count(),
         "tf_devices": [d.name for d in tf.config.list_logical_devices()],
         "python": platform.python_version(),
@@ -711,16 +712,6 @@ def hardware_description() -> dict[str, Any]:
         "keras": keras.__version__,
         "calogan": __version__,
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _write_checkpoint(run_dir: Path, trainer: GanTrainer, state: dict[str, Any]) -> None:

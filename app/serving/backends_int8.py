@@ -22,8 +22,9 @@ import numpy as np
 
 from app.config import Settings
 from app.errors import ModelLoadError
+from app.hardware import cpu_cores
 from app.model.loading import CARD_FILE
-from app.model.quantize import Int8Generator, cpu_cores, int8_model_dir, load_int8_generator
+from app.model.quantize import Int8Generator, int8_model_dir, load_int8_generator
 from app.physics.detector import SHOWER_SHAPE, FloatArray
 from app.serving.backends import ModelInfo, ShowerBackend
 

@@ -148,11 +148,6 @@ def test_int8_folder_sits_next_to_the_float32_one() -> None:
     assert q.int8_model_dir(Path("models/conv2d")) == Path("models/conv2d_int8")
 
 
-def test_cpu_cores_follows_the_affinity_mask(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {3})
-    assert q.cpu_cores() == 1
-
-
 # -- a real generator (width 0.1, random weights) through ONNX, NNCF and OpenVINO --------------------------
 
 @pytest.fixture(scope="module")
