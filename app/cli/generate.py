@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from app import __version__
+from app.cli.options import FixedEnergy, OutputFile, ShowerCount, SpectrumMax, SpectrumMin
 from app.config import Settings, load_settings
 from app.errors import InvalidRequest
 
@@ -18,11 +19,11 @@ _NO_DEADLINE_S = 1e9
 
 
 def generate(
-    output: Annotated[Path, typer.Option("--output", "-o", help="HDF5 file to write (3DGAN layout).")],
-    n: Annotated[int, typer.Option("-n", help="Number of showers.")] = 1000,
-    energy: Annotated[float | None, typer.Option(help="Fixed primary energy, GeV.")] = None,
-    emin: Annotated[float | None, typer.Option(help="Lower end of a flat spectrum, GeV.")] = None,
-    emax: Annotated[float | None, typer.Option(help="Upper end of a flat spectrum, GeV.")] = None,
+    output: OutputFile,
+    n: ShowerCount = 1000,
+    energy: FixedEnergy = None,
+    emin: SpectrumMin = None,
+    emax: SpectrumMax = None,
     seed: Annotated[int | None, typer.Option(help="Seed; drawn and recorded when omitted. "
                                              "The same seed gives the same showers as the service.")] = None,
     backend: Annotated[Literal["auto", "tf", "int8", "fake"] | None, typer.Option(help="As for serve.")] = None,

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from app.cli.options import FixedEnergy, OutputFile, ShowerCount, SpectrumMax, SpectrumMin
 from app.physics.io import ShowerWriter, shower_file_attrs
 from app.physics.mc import CALIBRATED, MC_VERSION, ShowerSimulator
 from app.physics.primaries import primary_energies
 
 
 def mc(
-    output: Annotated[Path, typer.Option("--output", "-o", help="HDF5 file to write (3DGAN layout).")],
-    n: Annotated[int, typer.Option("-n", help="Number of showers.")] = 1000,
-    energy: Annotated[float | None, typer.Option(help="Fixed primary energy, GeV.")] = None,
-    emin: Annotated[float | None, typer.Option(help="Lower end of a flat spectrum, GeV.")] = None,
-    emax: Annotated[float | None, typer.Option(help="Upper end of a flat spectrum, GeV.")] = None,
+    output: OutputFile,
+    n: ShowerCount = 1000,
+    energy: FixedEnergy = None,
+    emin: SpectrumMin = None,
+    emax: SpectrumMax = None,
     seed: Annotated[int | None, typer.Option(help="Random seed; drawn and recorded when omitted.")] = None,
     batch_size: Annotated[int, typer.Option(help="Showers simulated and written at once.")] = 256,
 ) -> None:

@@ -68,17 +68,23 @@ def sha256_file(path: str | Path, *, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def read_model_card(folder: str | Path) -> dict[str, Any]:
-    """Parse and sanity-check ``model.json`` in ``folder``; raise ModelLoadError if it is unusable."""
-    card_path = Path(folder) / CARD_FILE
-    if not card_path.is_file():
-        raise ModelLoadError(f"{card_path}: model card missing (a model folder needs {CARD_FILE} and {GENERATOR_FILE})")
+def parse_card_file(card_path: Path) -> dict[str, Any]:
+    """The JSON object in a ``model.json``; ModelLoadError if it cannot be read or is not an object."""
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"{card_path}: cannot read the model card ({exc})") from exc
     if not isinstance(card, dict):
         raise ModelLoadError(f"{card_path}: the model card must be a JSON object")
+    return card
+
+
+def read_model_card(folder: str | Path) -> dict[str, Any]:
+    """Parse and sanity-check ``model.json`` in ``folder``; raise ModelLoadError if it is unusable."""
+    card_path = Path(folder) / CARD_FILE
+    if not card_path.is_file():
+        raise ModelLoadError(f"{card_path}: model card missing (a model folder needs {CARD_FILE} and {GENERATOR_FILE})")
+    card = parse_card_file(card_path)
     files = card.get("files")
     if not isinstance(files, dict) or not isinstance(files.get(GENERATOR_FILE), dict):
         raise ModelLoadError(f"{card_path}: no 'files.{GENERATOR_FILE}' entry with its sha256")

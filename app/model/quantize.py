@@ -45,7 +45,15 @@ import numpy as np
 
 from app.errors import InvalidRequest, ModelLoadError
 from app.hardware import cpu_cores
-from app.model.loading import CARD_FILE, CARD_MARKDOWN_FILE, CARD_SCHEMA_VERSION, ONNX_FILE, sha256_file, verify_file
+from app.model.loading import (
+    CARD_FILE,
+    CARD_MARKDOWN_FILE,
+    CARD_SCHEMA_VERSION,
+    ONNX_FILE,
+    parse_card_file,
+    sha256_file,
+    verify_file,
+)
 from app.physics.detector import SHOWER_SHAPE, FloatArray
 from app.physics.observables import ShowerObservables, observe
 
@@ -732,11 +740,8 @@ def read_int8_card(folder: str | Path) -> dict[str, Any]:
     card_path = folder / CARD_FILE
     if not card_path.is_file():
         raise ModelLoadError(f"no int8 model in {folder} ({CARD_FILE} missing); run `calogan quantize`")
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{card_path}: cannot read the model card ({exc})") from exc
-    if not isinstance(card, dict) or card.get("precision") != "int8":
+    card = parse_card_file(card_path)
+    if card.get("precision") != "int8":
         raise ModelLoadError(f"{card_path}: not an int8 model card (precision {card.get('precision')!r})")
     if card.get("schema_version") != CARD_SCHEMA_VERSION:
         raise ModelLoadError(
