@@ -33,7 +33,8 @@ def train(
     narrow_energy_epochs: Annotated[int, typer.Option(help="Epochs with fake Ep in 100-400 GeV (paper: 2).")] = 2,
     bn_training: Annotated[bool, typer.Option("--bn-training/--bn-inference",
                                               help="BatchNorm/Dropout mode in the steps (inference = the "
-                                                   "authors' effective behaviour).")] = True,
+                                                   "authors' effective behaviour, and what keeps the "
+                                                   "Ep conditioning; see app/model/training.py).")] = False,
     lr_file_showers: Annotated[int, typer.Option(help="Real showers per 'file' of the lr schedule (paper: 9000; "
                                                       "total/600 runs the whole schedule).")] = 9000,
     val_showers: Annotated[int, typer.Option(help="Held-out validation showers.")] = 512,

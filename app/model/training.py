@@ -24,8 +24,14 @@ Recipe choices, each recorded in ``run_config.json``:
 - Output ReLU curriculum (spec 3.3): linear output before ``relu_from_epoch``, ReLU from then on. The
   two generators share every layer, so the weights and Adam state carry over.
 - Fake energies: U(100, 400) GeV during the first ``narrow_energy_epochs`` epochs, then U(2, 500).
-- BatchNorm and Dropout run in training mode (``bn_training=True``, the usual choice) or in
-  inference mode as in the authors' runs, where BN never updated its statistics (spec 1.6, 8 item 2).
+- BatchNorm and Dropout run in inference mode by default (``bn_training=False``), as in the authors'
+  runs, where BN never updated its statistics (spec 1.6, 8 item 2), so each BN is a learned affine
+  map. Measured reason, not only fidelity: the energy enters only as the scale of the latent
+  (z x Ep/100), and with inference-mode BN, bias-free convs and LeakyReLU the untrained generator is
+  nearly homogeneous in Ep (sum/Ep varies by 17 % from 10 to 400 GeV), whereas training-mode BN
+  normalises the scale away (sum/Ep 10x higher at 10 GeV than at 400 GeV); a 60-step warm-up then
+  reached a 13 % energy-scale error against 70 % after 100 steps with training-mode BN.
+  ``bn_training=True`` remains available.
 - ECAL target: GetEcalFit describes CERN's data, not ours (spec 2.4), so the run refits
   r(Ep) = sum / Ep as a polynomial in log(Ep / 100 GeV) to its own training data at the start.
 - Output scale (``output_scale``): an untrained generator deposits about 3 Ep, some 130 times the
@@ -126,7 +132,8 @@ class TrainConfig:
     relu_from_epoch : int
         First epoch trained with the output ReLU (1 = from the start).
     bn_training : bool
-        Run BatchNorm and Dropout in training mode during the steps (False = the authors' behaviour).
+        Run BatchNorm and Dropout in training mode during the steps (False, the default = the authors'
+        behaviour, which keeps the energy conditioning; see the module docstring).
     warmup_steps : int
         Supervised generator steps before epoch 1 (0 = none).
     output_scale : float or None
@@ -163,7 +170,7 @@ class TrainConfig:
     flip_probability: float = 0.05
     narrow_energy_epochs: int = 2
     relu_from_epoch: int = 3
-    bn_training: bool = True
+    bn_training: bool = False
     warmup_steps: int = 0
     output_scale: float | None = None
     val_showers: int = 512

@@ -145,7 +145,7 @@ def test_train_writes_checkpoint_log_and_generator(tiny_run: Path) -> None:
     assert all(np.isfinite(float(rows[1][k])) for k in ("d_real_loss", "d_fake_loss", "g_loss", "val_score",
                                                         "val_mse_shape"))
     run_info = json.loads((tiny_run / "run_config.json").read_text())
-    assert run_info["config"]["bn_training"] is True
+    assert run_info["config"]["bn_training"] is False  # the default: the authors' inference-mode BN
     assert 0 < run_info["config"]["output_scale"] < 0.1  # calibrated at the start, kept for resume
     assert len(run_info["energy_response"]["coefficients"]) == 3
     generator = keras.models.load_model(tiny_run / "generator.keras")
