@@ -907,7 +907,9 @@ def train(
         }
         _atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(run_info, indent=2))
         if config.warmup_steps:
-            _warmup(trainer, source, response, run_dir, metric, progress, fit_cells, fit_ep)
+            # The warmed-up generator competes for "best" too: a short adversarial phase can be worse.
+            state["best_score"] = _warmup(trainer, source, response, run_dir, metric, progress, fit_cells, fit_ep)
+            _save_best_generator(run_dir, trainer)
         del fit_cells, fit_ep
     state["config"] = config.to_dict()
 
@@ -938,8 +940,7 @@ def train(
         best = state["best_score"] is None or scores["score"] < state["best_score"]
         if best:
             state["best_score"], state["best_epoch"] = scores["score"], epoch
-            _save_npz(run_dir / BEST_WEIGHTS_FILE, {f"{i:04d}": np.asarray(v.numpy())
-                                                    for i, v in enumerate(trainer.generator.variables)})
+            _save_best_generator(run_dir, trainer)
         state["epoch"] = epoch
         state["wall_s"] = wall_before + time.perf_counter() - started
         _write_checkpoint(run_dir, trainer, state)
@@ -972,8 +973,10 @@ def _validate(trainer: GanTrainer, val_obs: ShowerObservables, val_ep: FloatArra
 
 
 def _warmup(trainer: GanTrainer, source: ShowerSource, response: EnergyResponse, run_dir: Path,
-            metric: ValidationMetric, progress: TrainingProgress, fit_cells: FloatArray, fit_ep: FloatArray) -> None:
-    """Supervised generator steps (energy and mean profiles) before epoch 1; logged as epoch 0."""
+            metric: ValidationMetric, progress: TrainingProgress, fit_cells: FloatArray, fit_ep: FloatArray) -> float:
+    """Supervised generator steps (energy and mean profiles) before epoch 1; logged as epoch 0.
+
+    Returns the validation score of the warmed-up generator (lower is better)."""
     import keras
 
     config = trainer.config
@@ -995,9 +998,15 @@ def _warmup(trainer: GanTrainer, source: ShowerSource, response: EnergyResponse,
     scores = _validate(trainer, observe(val_cells, val_ep), val_ep, config.seed, metric)
     row = {"epoch": 0, "phase": "warmup", "steps": config.warmup_steps, "showers_seen": 0,
            "wall_s": time.perf_counter() - start, "output_relu": 0, **_mean(losses),
-           **{f"val_{k}": v for k, v in scores.items()}, "best": 0}
+           **{f"val_{k}": v for k, v in scores.items()}, "best": 1}
     _append_csv(run_dir / METRICS_FILE, row)
     progress.epoch_done(row)
+    return float(scores["score"])
+
+
+def _save_best_generator(run_dir: Path, trainer: GanTrainer) -> None:
+    _save_npz(run_dir / BEST_WEIGHTS_FILE, {f"{i:04d}": np.asarray(v.numpy())
+                                            for i, v in enumerate(trainer.generator.variables)})
 
 
 def _export_best(trainer: GanTrainer, run_dir: Path) -> Path:

@@ -246,3 +246,16 @@ def _empty_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "empty"
     folder.mkdir()
     return folder
+
+
+def test_warmed_up_generator_is_kept_when_the_adversarial_epochs_are_worse(training_file: Path, tmp_path: Path) -> None:
+    calls = iter(range(100))
+
+    def worse_every_time(gen: object, ref: object) -> dict[str, float]:
+        return {"score": float(next(calls))}  # warm-up 0, epoch 1 scores 1, epoch 2 scores 2
+
+    config = TrainConfig(data=str(training_file), epochs=2, steps_per_epoch=1, batch_size=4, val_showers=8, seed=3,
+                         width=0.1, warmup_steps=1, run_eagerly=True)
+    result = train(config, tmp_path / "run", metric=worse_every_time)
+    assert result.best_epoch == 0
+    assert [r["best"] for r in _rows(tmp_path / "run")] == ["1", "0", "0"]
