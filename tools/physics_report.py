@@ -102,7 +102,7 @@ def main() -> None:
         print(f"| {name} | {f_gan['sf']:.4f} | {f_mc['sf']:.4f} | {100 * (f_gan['sf'] / f_mc['sf'] - 1):+.1f} % | "
               f"{f_gan['max_layer']} / {f_mc['max_layer']} | {metric_cell(vs_mc, 'mse_shape')} | "
               f"{metric_cell(vs_mc, 'classifier_auc')} | {g4_cells[0]} | {g4_cells[1]} |")
-    response = [figures(args.work / f"gan_{e}.h5")["sf"] * e for e in ENERGIES_GEV]
+    response = [f_gan["sf"] * name for name, f_gan, *_ in rows if name != "flat"]  # mean visible GeV
     print()
     print("Acceptance (GAN issue):")
     for name, sf_diff, layer_diff, bad in checks:
