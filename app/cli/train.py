@@ -17,7 +17,8 @@ TINY_WIDTH = 0.1
 
 def train(
     out: Annotated[Path, typer.Option("--out", help="Run folder (checkpoint, metrics.csv, generator.keras).")],
-    epochs: Annotated[int, typer.Option(help="Epochs; with --resume, may be raised to extend a run.")] = 30,
+    epochs: Annotated[int, typer.Option(help="Adversarial epochs (0 = warm-up only); with --resume, may be "
+                                             "raised to extend a run.")] = 30,
     steps_per_epoch: Annotated[int, typer.Option(help="Steps per epoch (each takes batch-size real showers).")] = 100,
     batch_size: Annotated[int, typer.Option(help="Real showers per step.")] = 128,
     data: Annotated[str, typer.Option(help="'mc' (simulator, fresh showers each step) or a 3DGAN .h5 file or "
@@ -28,7 +29,10 @@ def train(
     tiny: Annotated[bool, typer.Option("--tiny", help=f"Width {TINY_WIDTH} networks (tests, smoke runs).")] = False,
     width: Annotated[float, typer.Option(help="Filter multiplier (1 = the paper's networks).")] = 1.0,
     warmup_steps: Annotated[int, typer.Option(help="Supervised generator steps (energy + mean profiles) "
-                                                   "before epoch 1.")] = 0,
+                                                   "before epoch 1, validated every steps-per-epoch "
+                                                   "steps.")] = 0,
+    init_generator: Annotated[Path | None, typer.Option(help="Start from this trained generator (generator.keras "
+                                                             "or a model folder) instead of random weights.")] = None,
     relu_from_epoch: Annotated[int, typer.Option(help="First epoch with the output ReLU (paper: 3).")] = 3,
     narrow_energy_epochs: Annotated[int, typer.Option(help="Epochs with fake Ep in 100-400 GeV (paper: 2).")] = 2,
     bn_training: Annotated[bool, typer.Option("--bn-training/--bn-inference",
@@ -50,6 +54,7 @@ def train(
     config = TrainConfig(
         data=data, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, seed=seed,
         width=TINY_WIDTH if tiny else width, warmup_steps=warmup_steps, relu_from_epoch=relu_from_epoch,
+        init_generator=str(init_generator) if init_generator else None,
         narrow_energy_epochs=narrow_energy_epochs, bn_training=bn_training, file_showers=lr_file_showers,
         val_showers=val_showers, run_eagerly=eager,
     )

@@ -135,13 +135,25 @@ def load_generator(folder: str | Path = DEFAULT_MODEL_DIR) -> LoadedGenerator:
         raise ModelLoadError(f"{folder}: model folder not found")
     card = read_model_card(folder)
     checksum = verify_file(folder, GENERATOR_FILE, card)
-    model = _load_keras(folder / GENERATOR_FILE)
-    _check_signature(model, folder / GENERATOR_FILE)
+    model = load_keras_file(folder / GENERATOR_FILE)
     logger.info(
         "generator loaded", extra={"path": str(folder / GENERATOR_FILE), "sha256": checksum,
                                    "parameters": int(model.count_params())},
     )
     return LoadedGenerator(model=model, card=card, folder=folder, sha256=checksum)
+
+
+def load_keras_file(path: Path) -> Any:
+    """A generator from a ``.keras`` file, checked to map (N, 200) to (N, 25, 25, 25); no card needed.
+
+    Raises
+    ------
+    ModelLoadError
+        Keras cannot load the file, or the model has another signature.
+    """
+    model = _load_keras(path)
+    _check_signature(model, path)
+    return model
 
 
 def _load_keras(path: Path) -> Any:

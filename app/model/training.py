@@ -38,9 +38,14 @@ Recipe choices, each recorded in ``run_config.json``:
   data's r(Ep) Ep. A fixed, weightless factor after the merge conv (chosen at the start, stored in the
   config and in the shipped model) starts it at the right mean deposit; see :func:`calibrated_output_scale`.
 - Optional warm-up: ``warmup_steps`` supervised generator steps before the adversarial phase, pulling
-  the total energy to r(Ep) Ep and the normalised x, y, layer profiles to the training data's mean
-  profiles in energy bins. It is cheap and gives the adversarial phase a generator that already
-  makes shower-like volumes.
+  the total energy to r(Ep) Ep, and the normalised x, y, layer profiles and the normalised 3D shower
+  to the training data's mean ones in energy bins. It costs about a third of a GAN step and gives the
+  adversarial phase a generator that already makes shower-like volumes; it teaches the mean shower
+  per energy, not the shower-to-shower fluctuations. It is validated every ``steps_per_epoch`` steps
+  (the best block competes for "best generator"); ``epochs=0`` makes a warm-up-only run.
+- Optional ``init_generator``: start from a trained generator (a ``generator.keras`` or a model
+  folder) instead of random weights, with its output scale; the discriminator and the optimizers
+  start fresh, as the authors re-created Adam for every file.
 
 Randomness: every draw comes from a numpy Generator seeded by ``SeedSequence([seed, epoch, stream])``,
 so the state at the start of any epoch is known from (seed, epoch) alone and resuming repeats
@@ -136,6 +141,9 @@ class TrainConfig:
         behaviour, which keeps the energy conditioning; see the module docstring).
     warmup_steps : int
         Supervised generator steps before epoch 1 (0 = none).
+    init_generator : str or None
+        A ``generator.keras`` file or a folder holding one, whose weights (and output scale) the run
+        starts from; None = random initial weights.
     output_scale : float or None
         The generator's fixed output factor (``GeneratorConfig.output_scale``). None: chosen at the
         start of a fresh run so that the untrained generator's mean deposit is r(Ep) Ep (it is
@@ -172,6 +180,7 @@ class TrainConfig:
     relu_from_epoch: int = 3
     bn_training: bool = False
     warmup_steps: int = 0
+    init_generator: str | None = None
     output_scale: float | None = None
     val_showers: int = 512
     ecal_fit_degree: int = 2
@@ -183,7 +192,7 @@ class TrainConfig:
         self.loss_weights = tuple(float(w) for w in self.loss_weights)  # type: ignore[assignment]
         self.mc_energy_range_gev = tuple(float(e) for e in self.mc_energy_range_gev)  # type: ignore[assignment]
         checks = {
-            "epochs": self.epochs >= 1,
+            "epochs": self.epochs >= 1 or (self.epochs == 0 and self.warmup_steps > 0),
             "steps_per_epoch": self.steps_per_epoch >= 1,
             "batch_size": self.batch_size >= 1,
             "width": 0.0 < self.width <= 4.0,
@@ -624,25 +633,32 @@ class GanTrainer:
     # -- warm-up --
 
     def warmup_step(self, batch: dict[str, FloatArray], optimizer: Any) -> dict[str, float]:
-        """One supervised generator step: total energy and normalised profiles towards the templates."""
+        """One supervised generator step: total energy, normalised profiles and 3D shape towards the templates.
+
+        ``batch`` holds ``latent`` (B, 200), ``sum`` (B,) target deposits in GeV, ``profiles``
+        (B, 3, 25) and ``volume`` (B, 25, 25, 25) target mean shapes, each normalised to sum 1.
+        """
         if self._warmup_step is None:
             # The ReLU output: a linear output's sum mixes signs, so its energy cannot be pulled to a target.
             tf, g = self._tf, self.generator_relu
             training = self.config.bn_training
+
+            def relative_squared_error(value: Any, target: Any, axes: list[int]) -> Any:
+                return tf.reduce_mean(tf.reduce_sum((value - target) ** 2, axis=axes)
+                                      / tf.reduce_sum(target**2, axis=axes))
 
             def replica(b: dict[str, Any]) -> dict[str, Any]:
                 with tf.GradientTape() as tape:
                     cells = g(b["latent"], training=training)
                     total = tf.reduce_sum(cells, axis=[1, 2, 3])
                     energy = tf.reduce_mean(tf.abs(total - b["sum"]) / (b["sum"] + _EPS))
-                    shape = 0.0
-                    for axis, (a, bb) in enumerate(((2, 3), (1, 3), (1, 2))):
-                        # Divided by the target deposit, not the generated one: a linear output's sum
-                        # can be near 0, which would blow the normalised profile up.
-                        profile = tf.reduce_sum(cells, axis=[a, bb]) / b["sum"][:, None]
-                        target = b["profiles"][:, axis]
-                        shape += tf.reduce_mean(tf.reduce_sum((profile - target) ** 2, axis=1)
-                                                / tf.reduce_sum(target**2, axis=1))
+                    # Divided by the target deposit, not the generated one: a young generator's sum
+                    # can be near 0, which would blow the normalised shapes up.
+                    normalised = cells / b["sum"][:, None, None, None]
+                    shape = relative_squared_error(normalised, b["volume"], [1, 2, 3])
+                    for axis, summed in enumerate(((2, 3), (1, 3), (1, 2))):
+                        profile = tf.reduce_sum(normalised, axis=summed)
+                        shape += relative_squared_error(profile, b["profiles"][:, axis], [1])
                     loss = energy + shape
                     objective = loss / self.replicas
                 grads = tape.gradient(objective, g.trainable_variables)
@@ -789,19 +805,41 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
 
 
-def _profile_templates(cells_gev: FloatArray, ep_gev: FloatArray, n_bins: int = 8) -> tuple[FloatArray, FloatArray]:
-    """Mean normalised x, y, layer profiles in log-energy bins: edges (n_bins + 1,) GeV, templates (n_bins, 3, 25)."""
+@dataclass(frozen=True)
+class ShowerTemplates:
+    """Mean per-shower-normalised showers of the training data in log-energy bins (warm-up targets).
+
+    Attributes
+    ----------
+    edges_gev : (n_bins + 1,) array
+        Bin edges in Ep, GeV.
+    profiles : (n_bins, 3, 25) array
+        Mean normalised x, y and layer profiles (each sums to 1).
+    volumes : (n_bins, 25, 25, 25) array
+        Mean normalised showers (each sums to 1).
+    """
+
+    edges_gev: FloatArray
+    profiles: FloatArray
+    volumes: FloatArray
+
+    def bin_of(self, ep_gev: FloatArray) -> np.ndarray:
+        """Index of each energy's bin; energies outside the edges go to the nearest end bin."""
+        return np.clip(np.searchsorted(self.edges_gev, ep_gev) - 1, 0, len(self.profiles) - 1)
+
+
+def shower_templates(cells_gev: FloatArray, ep_gev: FloatArray, n_bins: int = 8) -> ShowerTemplates:
+    """Mean normalised profiles and 3D showers of ``cells_gev`` (N, 25, 25, 25) in ``n_bins`` log-Ep bins."""
     obs = observe(cells_gev, ep_gev)
     keep = obs.total_gev > 0
-    normalised = obs.projections_gev[keep] / obs.total_gev[keep, None, None]
     ep = obs.ep_gev[keep]
+    normalised = (cells_gev[keep] / obs.total_gev[keep, None, None, None]).astype(np.float32)
     edges = np.geomspace(ep.min(), ep.max() * (1 + 1e-9), n_bins + 1)
-    overall = normalised.mean(axis=0)
-    templates = np.empty((n_bins, *overall.shape))
-    for i in range(n_bins):
-        inside = (ep >= edges[i]) & (ep < edges[i + 1])
-        templates[i] = normalised[inside].mean(axis=0) if inside.any() else overall
-    return edges, templates
+    index = np.clip(np.searchsorted(edges, ep) - 1, 0, n_bins - 1)
+    volumes = np.stack([normalised[index == i].mean(axis=0) if (index == i).any() else normalised.mean(axis=0)
+                        for i in range(n_bins)])
+    profiles = np.stack([volumes.sum(axis=(2, 3)), volumes.sum(axis=(1, 3)), volumes.sum(axis=(1, 2))], axis=1)
+    return ShowerTemplates(edges, profiles.astype(np.float32), volumes.astype(np.float32))
 
 
 def calibrated_output_scale(config: TrainConfig, response: EnergyResponse, n: int = 64) -> float:
@@ -829,6 +867,25 @@ def calibrated_output_scale(config: TrainConfig, response: EnergyResponse, n: in
         return 1.0
     factor = float(np.mean(response.target_sum_gev(ep))) / deposited_gev
     return float(f"{factor:.2g}")
+
+
+def _initial_generator(path: str) -> Any:
+    """The trained generator ``path`` names (a ``generator.keras`` file or a folder holding one)."""
+    from app.model.loading import ModelLoadError, load_keras_file
+
+    file = Path(path) / GENERATOR_FILE if Path(path).is_dir() else Path(path)
+    try:
+        return load_keras_file(file)
+    except ModelLoadError as exc:
+        raise InvalidRequest(f"--init-generator: {exc}", allowed="a generator.keras file or a folder with one") from exc
+
+
+def _output_scale_of(generator: Any) -> float:
+    """The fixed output factor of a built generator (1.0 when it has no ``output_scale`` layer)."""
+    try:
+        return float(generator.get_layer("output_scale").get_config()["scale"])
+    except ValueError:  # Keras' "no such layer"
+        return 1.0
 
 
 def train(
@@ -875,6 +932,7 @@ def train(
     run_dir = Path(run_dir)
     progress = progress or SilentProgress()
     started = time.perf_counter()
+    initial = None
     if resume:
         state, arrays = _read_checkpoint(run_dir)
         config = TrainConfig.from_dict({**state["config"], "epochs": max(config.epochs, state["config"]["epochs"])})
@@ -887,9 +945,15 @@ def train(
     if not resume:
         fit_cells, fit_ep = source.fit_sample(config.fit_showers)
         response = fit_energy_response(fit_cells, fit_ep, config.ecal_fit_degree)
-        if config.output_scale is None:
+        initial = _initial_generator(config.init_generator) if config.init_generator else None
+        if initial is not None:
+            config = dataclasses.replace(config, output_scale=_output_scale_of(initial))
+        elif config.output_scale is None:
             config = dataclasses.replace(config, output_scale=calibrated_output_scale(config, response))
     trainer = GanTrainer(config, strategy)
+    if initial is not None:
+        for variable, value in zip(trainer.generator.variables, initial.variables, strict=True):
+            variable.assign(value)
 
     if resume:
         trainer.load_state_arrays(arrays)
@@ -909,7 +973,6 @@ def train(
         if config.warmup_steps:
             # The warmed-up generator competes for "best" too: a short adversarial phase can be worse.
             state["best_score"] = _warmup(trainer, source, response, run_dir, metric, progress, fit_cells, fit_ep)
-            _save_best_generator(run_dir, trainer)
         del fit_cells, fit_ep
     state["config"] = config.to_dict()
 
@@ -956,6 +1019,7 @@ def train(
         progress.epoch_done(row)
         logger.info("epoch done", extra={k: row[k] for k in ("epoch", "showers_seen", "val_score")})
 
+    state["wall_s"] = wall_before + time.perf_counter() - started  # also right for a warm-up-only run
     generator_path = _export_best(trainer, run_dir)
     summary = {"epochs_done": state["epoch"], "best_epoch": state["best_epoch"], "best_score": state["best_score"],
                "showers_seen": state["showers_seen"], "wall_s": state["wall_s"], "generator": GENERATOR_FILE,
@@ -974,34 +1038,46 @@ def _validate(trainer: GanTrainer, val_obs: ShowerObservables, val_ep: FloatArra
 
 def _warmup(trainer: GanTrainer, source: ShowerSource, response: EnergyResponse, run_dir: Path,
             metric: ValidationMetric, progress: TrainingProgress, fit_cells: FloatArray, fit_ep: FloatArray) -> float:
-    """Supervised generator steps (energy and mean profiles) before epoch 1; logged as epoch 0.
+    """Supervised generator steps (energy and mean shapes) before epoch 1, logged as epoch 0.
 
-    Returns the validation score of the warmed-up generator (lower is better)."""
+    Every ``steps_per_epoch`` steps (and at the end) the generator is validated, a log row is
+    written, and the weights are saved as the best generator when the score improved.
+
+    Returns the best validation score of the warm-up (lower is better)."""
     import keras
 
     config = trainer.config
-    start = time.perf_counter()
-    edges, templates = _profile_templates(fit_cells, fit_ep)
+    templates = shower_templates(fit_cells, fit_ep)
     with trainer.strategy.scope():
         optimizer = keras.optimizers.Adam(learning_rate=config.lr_generator)
     rng = _rng(config.seed, 0, _STREAM_NOISE)
+    val_cells, val_ep = source.validation_sample()
+    val_obs = observe(val_cells, val_ep)
     progress.phase("warm-up", config.warmup_steps)
-    losses = []
-    for _ in range(config.warmup_steps):
+    best_score = math.inf
+    losses: list[dict[str, float]] = []
+    block_start = time.perf_counter()
+    for step in range(1, config.warmup_steps + 1):
         ep = training_energies(config.batch_size, rng, FULL_TRAINING_RANGE_GEV)
-        index = np.clip(np.searchsorted(edges, ep) - 1, 0, len(templates) - 1)
+        index = templates.bin_of(ep)
         batch = {"latent": latent_vectors(ep, rng), "sum": response.target_sum_gev(ep),
-                 "profiles": templates[index].astype(np.float32)}
+                 "profiles": templates.profiles[index], "volume": templates.volumes[index]}
         losses.append(trainer.warmup_step(batch, optimizer))
         progress.step(losses[-1])
-    val_cells, val_ep = source.validation_sample()
-    scores = _validate(trainer, observe(val_cells, val_ep), val_ep, config.seed, metric)
-    row = {"epoch": 0, "phase": "warmup", "steps": config.warmup_steps, "showers_seen": 0,
-           "wall_s": time.perf_counter() - start, "output_relu": 0, **_mean(losses),
-           **{f"val_{k}": v for k, v in scores.items()}, "best": 1}
-    _append_csv(run_dir / METRICS_FILE, row)
-    progress.epoch_done(row)
-    return float(scores["score"])
+        if step % config.steps_per_epoch and step != config.warmup_steps:
+            continue
+        scores = _validate(trainer, val_obs, val_ep, config.seed, metric)
+        best = scores["score"] < best_score
+        if best:
+            best_score = scores["score"]
+            _save_best_generator(run_dir, trainer)
+        row = {"epoch": 0, "phase": "warmup", "steps": step, "showers_seen": 0,
+               "wall_s": time.perf_counter() - block_start, "output_relu": 1, **_mean(losses),
+               **{f"val_{k}": v for k, v in scores.items()}, "best": int(best)}
+        _append_csv(run_dir / METRICS_FILE, row)
+        progress.epoch_done(row)
+        losses, block_start = [], time.perf_counter()
+    return best_score
 
 
 def _save_best_generator(run_dir: Path, trainer: GanTrainer) -> None:
