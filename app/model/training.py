@@ -1109,6 +1109,7 @@ __all__ = [
     "FileSource",
     "GanTrainer",
     "ShowerSource",
+    "ShowerTemplates",
     "SimulatorSource",
     "TrainConfig",
     "TrainingProgress",
@@ -1118,5 +1119,6 @@ __all__ = [
     "learning_rate",
     "local_shape_metric",
     "make_source",
+    "shower_templates",
     "train",
 ]

@@ -25,6 +25,7 @@ from app.model.training import (
     fit_energy_response,
     learning_rate,
     local_shape_metric,
+    shower_templates,
     train,
 )
 from app.physics.mc import simulate_showers
@@ -259,3 +260,59 @@ def test_warmed_up_generator_is_kept_when_the_adversarial_epochs_are_worse(train
     result = train(config, tmp_path / "run", metric=worse_every_time)
     assert result.best_epoch == 0
     assert [r["best"] for r in _rows(tmp_path / "run")] == ["1", "0", "0"]
+
+
+def test_warm_up_is_validated_every_block_and_may_be_the_whole_run(training_file: Path, tmp_path: Path) -> None:
+    scores = iter([0.5, 0.9])  # the second block is worse: the first one's weights are the result
+
+    def first_is_best(gen: object, ref: object) -> dict[str, float]:
+        return {"score": next(scores)}
+
+    config = TrainConfig(data=str(training_file), epochs=0, steps_per_epoch=2, batch_size=4, val_showers=8, seed=3,
+                         width=0.1, warmup_steps=3, run_eagerly=True)
+    result = train(config, tmp_path / "run", metric=first_is_best)
+    rows = _rows(tmp_path / "run")
+    assert [(r["phase"], r["steps"], r["best"]) for r in rows] == [("warmup", "2", "1"), ("warmup", "3", "0")]
+    assert result.best_epoch == 0
+    assert result.best_score == 0.5
+    assert result.wall_s > 0
+    assert result.generator_path.is_file()
+    assert all(np.isfinite(float(rows[0][k])) for k in ("warmup_energy", "warmup_shape"))
+
+
+def test_epochs_zero_needs_a_warm_up() -> None:
+    with pytest.raises(InvalidRequest, match="epochs=0"):
+        TrainConfig(epochs=0, warmup_steps=0)
+
+
+def test_init_generator_starts_from_the_given_weights_and_output_scale(tiny_run: Path, training_file: Path,
+                                                                      tmp_path: Path) -> None:
+    source = keras.models.load_model(tiny_run / "generator.keras")
+    # A negligible learning rate: one warm-up step leaves the loaded weights (to float precision) as they were.
+    config = TrainConfig(data=str(training_file), epochs=0, steps_per_epoch=1, batch_size=4, val_showers=8, seed=9,
+                         width=0.1, warmup_steps=1, run_eagerly=True, lr_generator=1e-12,
+                         init_generator=str(tiny_run))
+    result = train(config, tmp_path / "run", metric=local_shape_metric)
+    continued = keras.models.load_model(result.generator_path)
+    assert continued.get_layer("output_scale").scale == source.get_layer("output_scale").scale
+    latent = np.random.default_rng(0).normal(size=(3, 200)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(continued(latent)), np.asarray(source(latent)), rtol=1e-4, atol=1e-9)
+
+
+def test_init_generator_that_is_not_a_generator_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="--init-generator"):
+        train(TrainConfig(epochs=0, warmup_steps=1, width=0.1, init_generator=str(tmp_path / "missing.keras")),
+              tmp_path / "run")
+
+
+def test_shower_templates_are_normalised_mean_showers_per_energy_bin() -> None:
+    ep = np.array([10.0, 12.0, 300.0, 400.0])
+    cells = simulate_showers(ep, seed=2)
+    templates = shower_templates(cells, ep, n_bins=2)
+    np.testing.assert_allclose(templates.volumes.sum(axis=(1, 2, 3)), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(templates.profiles.sum(axis=2), 1.0, rtol=1e-5)
+    low = (cells[:2] / cells[:2].sum(axis=(1, 2, 3), keepdims=True)).mean(axis=0)
+    np.testing.assert_allclose(templates.volumes[0], low, rtol=1e-4, atol=1e-9)
+    np.testing.assert_array_equal(templates.bin_of(np.array([1.0, 11.0, 350.0, 900.0])), [0, 0, 1, 1])
+    # Deeper showers at higher energy: the layer profile's maximum moves back.
+    assert np.argmax(templates.profiles[1, 2]) > np.argmax(templates.profiles[0, 2])
