@@ -39,10 +39,11 @@ Recipe choices, each recorded in ``run_config.json``:
   config and in the shipped model) starts it at the right mean deposit; see :func:`calibrated_output_scale`.
 - Optional warm-up: ``warmup_steps`` supervised generator steps before the adversarial phase, pulling
   the total energy to r(Ep) Ep, and the normalised x, y, layer profiles and the normalised 3D shower
-  to the training data's mean ones in energy bins. It costs about a third of a GAN step and gives the
-  adversarial phase a generator that already makes shower-like volumes; it teaches the mean shower
-  per energy, not the shower-to-shower fluctuations. It is validated every ``steps_per_epoch`` steps
-  (the best block competes for "best generator"); ``epochs=0`` makes a warm-up-only run.
+  to the training data's mean ones in 12 log-energy bins, with energies uniform in log(Ep). It costs
+  about a third of a GAN step and gives the adversarial phase a generator that already makes
+  shower-like volumes; it teaches the mean shower per energy, not the shower-to-shower fluctuations.
+  It is validated every ``steps_per_epoch`` steps (the best block competes for "best generator");
+  ``epochs=0`` makes a warm-up-only run.
 - Optional ``init_generator``: start from a trained generator (a ``generator.keras`` or a model
   folder) instead of random weights, with its output scale; the discriminator and the optimizers
   start fresh, as the authors re-created Adam for every file.
@@ -327,7 +328,12 @@ def _threshold(cells_gev: FloatArray, threshold_gev: float = CELL_THRESHOLD_GEV)
 
 
 class SimulatorSource:
-    """Showers from the project's parametric Monte Carlo, fresh for every step (it costs ~1 % of a step)."""
+    """Showers from the project's parametric Monte Carlo, fresh for every step (it costs ~1 % of a step).
+
+    Training batches are uniform in Ep, like the fake energies they are compared with; the validation
+    and fit samples (ECAL fit, warm-up templates) are uniform in log(Ep), so that the low energies,
+    where the showers change fastest with Ep, are not left with a handful of showers.
+    """
 
     def __init__(self, *, seed: int, val_showers: int, energy_range_gev: tuple[float, float]) -> None:
         from app.physics.mc import MC_VERSION, ShowerSimulator
@@ -337,11 +343,12 @@ class SimulatorSource:
         self._val_showers = val_showers
         self._range = energy_range_gev
         self._validation: tuple[FloatArray, FloatArray] | None = None
-        self.description = f"app.physics.mc ShowerSimulator (MC_VERSION {MC_VERSION}), Ep ~ U{energy_range_gev} GeV"
+        self.description = (f"app.physics.mc ShowerSimulator (MC_VERSION {MC_VERSION}), Ep ~ U{energy_range_gev} "
+                            "GeV (validation and fit samples uniform in log Ep)")
 
-    def _draw(self, n: int, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
-        ep = rng.uniform(*self._range, size=n)
-        return _threshold(self._simulator.simulate(ep, rng)), ep.astype(np.float32)
+    def _draw(self, n: int, rng: np.random.Generator, *, log_uniform: bool = False) -> tuple[FloatArray, FloatArray]:
+        ep = training_energies(n, rng, self._range, log_uniform=log_uniform)
+        return _threshold(self._simulator.simulate(ep, rng)), ep
 
     def batches(self, epoch: int, n_batches: int, batch_size: int) -> Iterator[tuple[FloatArray, FloatArray]]:
         rng = _rng(self._seed, epoch, _STREAM_DATA)
@@ -350,11 +357,11 @@ class SimulatorSource:
 
     def validation_sample(self) -> tuple[FloatArray, FloatArray]:
         if self._validation is None:
-            self._validation = self._draw(self._val_showers, _rng(self._seed, 0, _STREAM_VALIDATION))
+            self._validation = self._draw(self._val_showers, _rng(self._seed, 0, _STREAM_VALIDATION), log_uniform=True)
         return self._validation
 
     def fit_sample(self, n: int) -> tuple[FloatArray, FloatArray]:
-        return self._draw(n, _rng(self._seed, 0, _STREAM_FIT))
+        return self._draw(n, _rng(self._seed, 0, _STREAM_FIT), log_uniform=True)
 
 
 class FileSource:
@@ -1047,7 +1054,7 @@ def _warmup(trainer: GanTrainer, source: ShowerSource, response: EnergyResponse,
     import keras
 
     config = trainer.config
-    templates = shower_templates(fit_cells, fit_ep)
+    templates = shower_templates(fit_cells, fit_ep, n_bins=12)
     with trainer.strategy.scope():
         optimizer = keras.optimizers.Adam(learning_rate=config.lr_generator)
     rng = _rng(config.seed, 0, _STREAM_NOISE)
@@ -1058,7 +1065,7 @@ def _warmup(trainer: GanTrainer, source: ShowerSource, response: EnergyResponse,
     losses: list[dict[str, float]] = []
     block_start = time.perf_counter()
     for step in range(1, config.warmup_steps + 1):
-        ep = training_energies(config.batch_size, rng, FULL_TRAINING_RANGE_GEV)
+        ep = training_energies(config.batch_size, rng, FULL_TRAINING_RANGE_GEV, log_uniform=True)
         index = templates.bin_of(ep)
         batch = {"latent": latent_vectors(ep, rng), "sum": response.target_sum_gev(ep),
                  "profiles": templates.profiles[index], "volume": templates.volumes[index]}
