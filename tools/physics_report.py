@@ -6,7 +6,8 @@ For each of 10, 50, 100, 200, 400 GeV and a flat 2-500 GeV spectrum it generates
 ``calogan generate`` (the service's code path), simulates two independent reference samples with
 ``calogan mc`` (held out: seeds the training never uses), runs ``calogan validate`` GAN vs MC (the
 second MC sample gives the noise floor) and GAN vs Geant4 where a sample exists, and prints
-markdown tables plus the acceptance checks of the GAN issue. Plots land in ``WORK/<name>/``.
+markdown tables plus the acceptance checks of the GAN issue. Plots land in ``WORK/<name>/``, the
+figures in ``WORK/physics.json``; ``--update-card`` also stores them in the model folder's card.
 """
 
 from __future__ import annotations
@@ -41,14 +42,23 @@ def summary(path: Path) -> dict:
 
 
 def figures(path: Path) -> dict:
-    """Mean S/Ep, layer of the mean profile's maximum, NaN/negative counts of one file."""
+    """Mean S/Ep, layer of the mean profile's maximum, central 3x3 energy fraction, NaN/negative counts."""
     showers = read_showers(path)
     cells, ep = showers.cells_gev, showers.ep_gev
+    total = cells.sum(axis=(1, 2, 3))
     return {
-        "sf": float(np.mean(cells.sum(axis=(1, 2, 3)) / ep)),
+        "sf": float(np.mean(total / ep)),
         "max_layer": int(np.argmax(cells.sum(axis=(0, 1, 2)))),
+        "core_3x3": float(np.mean(cells[:, 11:14, 11:14, :].sum(axis=(1, 2, 3)) / np.maximum(total, 1e-12))),
         "bad_cells": int(np.count_nonzero(~np.isfinite(cells)) + np.count_nonzero(cells < 0)),
     }
+
+
+def metric_values(s: dict | None, name: str) -> dict:
+    """A metric of a summary.json as {'value', 'noise_floor'} (None without a summary)."""
+    if s is None:
+        return {"value": None, "noise_floor": None}
+    return {"value": s["metrics"][name]["value"], "noise_floor": s["metrics"][name].get("noise_floor")}
 
 
 def metric_cell(s: dict, name: str) -> str:
@@ -66,6 +76,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/physics"))
     parser.add_argument("--n", type=int, default=500, help="showers per fixed energy (flat: 2n)")
     parser.add_argument("--g4-dir", type=Path, default=Path("../shared/data/g4"))
+    parser.add_argument("--update-card", action="store_true", help="store the verdict in the model's card")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
@@ -94,22 +105,42 @@ def main() -> None:
             layer_diff = f_gan["max_layer"] - f_mc["max_layer"]
             checks.append((name, f_gan["sf"] / f_mc["sf"] - 1, layer_diff, f_gan["bad_cells"]))
 
-    print("| Ep (GeV) | S/Ep GAN | S/Ep MC | diff | max layer GAN / MC | mse_shape vs MC | AUC vs MC "
-          "| mse_shape vs G4 | AUC vs G4 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| Ep (GeV) | S/Ep GAN | S/Ep MC | diff | max layer GAN / MC | central 3x3 GAN / MC | mse_shape vs MC "
+          "| AUC vs MC | mse_shape vs G4 | AUC vs G4 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, f_gan, f_mc, vs_mc, vs_g4 in rows:
         g4_cells = (metric_cell(vs_g4, "mse_shape"), metric_cell(vs_g4, "classifier_auc")) if vs_g4 else ("-", "-")
         print(f"| {name} | {f_gan['sf']:.4f} | {f_mc['sf']:.4f} | {100 * (f_gan['sf'] / f_mc['sf'] - 1):+.1f} % | "
-              f"{f_gan['max_layer']} / {f_mc['max_layer']} | {metric_cell(vs_mc, 'mse_shape')} | "
+              f"{f_gan['max_layer']} / {f_mc['max_layer']} | {f_gan['core_3x3']:.2f} / {f_mc['core_3x3']:.2f} | "
+              f"{metric_cell(vs_mc, 'mse_shape')} | "
               f"{metric_cell(vs_mc, 'classifier_auc')} | {g4_cells[0]} | {g4_cells[1]} |")
     response = [f_gan["sf"] * name for name, f_gan, *_ in rows if name != "flat"]  # mean visible GeV
+    monotonic = all(b > a for a, b in itertools.pairwise(response))
+    lines = [f"{name} GeV: S/Ep {100 * sf_diff:+.1f} % (target within 5 %), max layer {layer_diff:+d} "
+             f"(target within 1), NaN or negative cells: {bad}" for name, sf_diff, layer_diff, bad in checks]
+    lines.append(f"mean visible energy vs Ep (GeV): {[round(r, 3) for r in response]}; monotonic: {monotonic}")
+    passed = monotonic and all(abs(sf) <= 0.05 and abs(layer) <= 1 and bad == 0 for _, sf, layer, bad in checks)
+    lines.append(f"GAN issue acceptance: {'passed' if passed else 'FAILED'}")
     print()
     print("Acceptance (GAN issue):")
-    for name, sf_diff, layer_diff, bad in checks:
-        print(f"- {name} GeV: S/Ep {100 * sf_diff:+.1f} % (target within 5 %), max layer {layer_diff:+d} "
-              f"(target within 1), NaN or negative cells: {bad}")
-    monotonic = all(b > a for a, b in itertools.pairwise(response))
-    print(f"- mean visible energy vs Ep (GeV): {[round(r, 3) for r in response]}; monotonic: {monotonic}")
+    print("\n".join(f"- {line}" for line in lines))
+
+    physics = {
+        "how": f"tools/physics_report.py --model-dir {args.model_dir} --backend {args.backend} --n {args.n}",
+        "summary": lines,
+        "energies": {str(name): {
+            "sf_gan": round(f_gan["sf"], 5), "sf_mc": round(f_mc["sf"], 5),
+            "max_layer_gan": f_gan["max_layer"], "max_layer_mc": f_mc["max_layer"],
+            "core_3x3_gan": round(f_gan["core_3x3"], 3), "core_3x3_mc": round(f_mc["core_3x3"], 3),
+            "mse_shape_vs_mc": metric_values(vs_mc, "mse_shape"), "auc_vs_mc": metric_values(vs_mc, "classifier_auc"),
+            "mse_shape_vs_g4": metric_values(vs_g4, "mse_shape"), "auc_vs_g4": metric_values(vs_g4, "classifier_auc"),
+        } for name, f_gan, f_mc, vs_mc, vs_g4 in rows},
+    }
+    (args.work / "physics.json").write_text(json.dumps(physics, indent=2) + "\n")
+    if args.update_card:
+        from app.model.export import add_physics_to_card
+
+        add_physics_to_card(args.model_dir, physics)
 
 
 if __name__ == "__main__":

@@ -261,7 +261,26 @@ def _card_markdown(card: dict[str, Any]) -> str:
         *[f"- `{name}`: sha256 `{entry['sha256']}`, {entry['bytes']:,} bytes" for name, entry in card["files"].items()],
         "",
     ]
+    if "physics" in card:
+        physics = card["physics"]
+        lines += ["## Physics, measured", f"- how: {physics['how']}", *[f"- {line}" for line in physics["summary"]],
+                  "- per energy (GeV): " + _plain(physics["energies"]), ""]
     return "\n".join(lines)
+
+
+def add_physics_to_card(folder: str | Path, physics: dict[str, Any]) -> dict[str, Any]:
+    """Store a measured physics verdict in a model folder's ``model.json`` and ``model_card.md``.
+
+    ``physics`` holds ``how`` (the command that measured it), ``summary`` (lines for people) and
+    ``energies`` (per-energy figures); ``tools/physics_report.py --update-card`` writes it. The
+    files' checksums are untouched: the verdict describes the weights, it does not change them.
+    """
+    folder = Path(folder)
+    card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+    card["physics"] = physics
+    (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (folder / CARD_MARKDOWN_FILE).write_text(_card_markdown(card), encoding="utf-8")
+    return card
 
 
 def _plain(value: Any) -> str:
@@ -360,10 +379,9 @@ def _metrics_row(path: Path, epoch: int) -> dict[str, str]:
     if not path.is_file():
         return {}
     with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row.get("epoch") == str(epoch) and row.get("phase") != "warmup":
-                return row
-    return {}
+        # The row that made the epoch best; a warm-up (epoch 0) logs one row per block, the last best wins.
+        rows = [row for row in csv.DictReader(f) if row.get("epoch") == str(epoch) and row.get("best") == "1"]
+    return rows[-1] if rows else {}
 
 
 def _number(text: str) -> float | str:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from app.model.architecture import GeneratorConfig, build_generator
-from app.model.export import ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, export_onnx
-from app.model.loading import CARD_FILE, GENERATOR_FILE, ONNX_FILE, load_generator, sha256_file
+from app.model.export import ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, add_physics_to_card, export_onnx
+from app.model.loading import CARD_FILE, CARD_MARKDOWN_FILE, GENERATOR_FILE, ONNX_FILE, load_generator, sha256_file
 from tests.model.conftest import run_cli
 
 ort = pytest.importorskip("onnxruntime")
@@ -51,6 +51,7 @@ def test_export_cli_packages_a_run(tiny_run: Path, tmp_path: Path) -> None:
     assert card["training"]["settings"]["width"] == 0.1
     assert "coefficients" in card["training"]["energy_response_fit"]
     assert "val_score" in card["validation"]
+    assert card["validation"]["val_mse_shape"] >= 0  # the best row's metrics, wherever it was logged
     assert card["architecture"]["conv_layers"] == 28
     # The trained network (unlike an untrained one) once sent tf2onnx's optimiser into an endless loop;
     # its ONNX twin must still give the Keras showers.
@@ -61,3 +62,14 @@ def test_export_cli_packages_a_run(tiny_run: Path, tmp_path: Path) -> None:
     (got,) = session.run(None, {ONNX_INPUT_NAME: latent})
     assert expected.max() > 0
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * float(np.abs(expected).max()))
+
+
+def test_physics_verdict_goes_into_both_cards_and_keeps_the_checksums(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "conv2d"
+    run_cli("export", str(tiny_run), "--out", str(out), "--no-onnx")
+    physics = {"how": "tools/physics_report.py --n 3", "summary": ["10 GeV: S/Ep +1.0 %"],
+               "energies": {"10": {"sf_gan": 0.026}}}
+    add_physics_to_card(out, physics)
+    assert json.loads((out / CARD_FILE).read_text())["physics"] == physics
+    assert "- 10 GeV: S/Ep +1.0 %" in (out / CARD_MARKDOWN_FILE).read_text()
+    load_generator(out)  # the weights' checksum in the card still holds
