@@ -165,50 +165,96 @@ def shower_file_attrs(*, producer: str, seed: int | None = None, **extra: Any) -
 
 
 class ShowerWriter:
-    """Append showers to a new 3DGAN-layout file, chunk by chunk, so memory does not grow with N.
+    """Append showers to a 3DGAN-layout file, chunk by chunk, so memory does not grow with N.
 
     Example::
 
         with ShowerWriter("ref.h5", attrs=shower_file_attrs(producer="calogan-mc", seed=1)) as out:
             for cells_gev, ep_gev in batches:
                 out.append(cells_gev, ep_gev)
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    attrs : dict, optional
+        File attributes of a new file (required unless ``append``).
+    compression : str or None
+        HDF5 filter of the cell dataset of a new file.
+    append : bool
+        Open an existing file written by this class (or any file with the same datasets) and add
+        showers after the ones it holds; a row written to only one of the two datasets (an
+        interrupted append) is cut off.
     """
 
-    def __init__(self, path: str | Path, *, attrs: dict[str, Any], compression: str | None = "gzip") -> None:
+    def __init__(self, path: str | Path, *, attrs: dict[str, Any] | None = None, compression: str | None = "gzip",
+                 append: bool = False) -> None:
+        if attrs is None and not append:
+            raise ValueError("a new shower file needs attrs (see shower_file_attrs)")
         self.path = Path(path)
-        self._attrs = attrs
+        self._attrs = attrs or {}
         self._compression = compression
+        self._append = append
         self._file: h5py.File | None = None
         self.n_written = 0
 
     def __enter__(self) -> Self:
+        self._file = self._open_existing() if self._append else self._create()
+        return self
+
+    def _create(self) -> h5py.File:
         try:
-            self._file = h5py.File(self.path, "w")
+            f = h5py.File(self.path, "w")
         except OSError as exc:
             raise ShowerFileError(f"{self.path}: cannot create ({exc})") from exc
-        self._file.attrs.update(self._attrs)
-        self._file.create_dataset(
+        f.attrs.update(self._attrs)
+        f.create_dataset(
             CELLS_KEY, shape=(0, *SHOWER_SHAPE), maxshape=(None, *SHOWER_SHAPE), dtype=np.float32,
-            chunks=(16, *SHOWER_SHAPE), compression=self._compression,
-            shuffle=self._compression is not None,
+            chunks=(16, *SHOWER_SHAPE), compression=self._compression, shuffle=self._compression is not None,
         )
-        self._file.create_dataset(ENERGY_KEY, shape=(0,), maxshape=(None,), dtype=np.float32, chunks=(4096,))
-        self._file[CELLS_KEY].attrs.update({"units": ENERGY_UNIT, "axis_order": ",".join(AXIS_ORDER)})
-        self._file[ENERGY_KEY].attrs.update({"units": ENERGY_UNIT, "quantity": "primary electron energy"})
-        return self
+        f.create_dataset(ENERGY_KEY, shape=(0,), maxshape=(None,), dtype=np.float32, chunks=(4096,))
+        f[CELLS_KEY].attrs.update({"units": ENERGY_UNIT, "axis_order": ",".join(AXIS_ORDER)})
+        f[ENERGY_KEY].attrs.update({"units": ENERGY_UNIT, "quantity": "primary electron energy"})
+        return f
+
+    def _open_existing(self) -> h5py.File:
+        try:
+            f = h5py.File(self.path, "r+")
+        except OSError as exc:
+            raise ShowerFileError(f"{self.path}: cannot open for appending ({exc})") from exc
+        if CELLS_KEY not in f or ENERGY_KEY not in f or f[CELLS_KEY].maxshape[0] is not None:
+            f.close()
+            raise ShowerFileError(f"{self.path}: no extendable {CELLS_KEY!r} and {ENERGY_KEY!r} datasets to append to")
+        self._file = f
+        self.truncate(min(len(f[CELLS_KEY]), len(f[ENERGY_KEY])))
+        return f
 
     def append(self, cells_gev: FloatArray, ep_gev: FloatArray) -> None:
         """Add showers ``(n, 25, 25, 25)`` GeV with their primary energies ``(n,)`` GeV."""
-        if self._file is None:
-            raise RuntimeError("ShowerWriter.append called outside its 'with' block")
+        f = self._opened()
         n = len(ep_gev)
         if cells_gev.shape != (n, *SHOWER_SHAPE):
             raise ValueError(f"cells_gev has shape {cells_gev.shape}, expected ({n}, {SHOWER_SHAPE})")
-        for key, data in ((CELLS_KEY, cells_gev), (ENERGY_KEY, ep_gev)):
-            dataset = self._file[key]
-            dataset.resize(self.n_written + n, axis=0)
-            dataset[self.n_written :] = np.asarray(data, dtype=np.float32)
+        try:
+            for key, data in ((CELLS_KEY, cells_gev), (ENERGY_KEY, ep_gev)):
+                dataset = f[key]
+                dataset.resize(self.n_written + n, axis=0)
+                dataset[self.n_written :] = np.asarray(data, dtype=np.float32)
+        except OSError as exc:  # e.g. a full disk
+            raise ShowerFileError(f"{self.path}: cannot write showers ({exc})") from exc
         self.n_written += n
+
+    def truncate(self, n: int) -> None:
+        """Keep only the first ``n`` showers (``n`` at most the number written)."""
+        f = self._opened()
+        for key in (CELLS_KEY, ENERGY_KEY):
+            f[key].resize(min(n, len(f[key])), axis=0)
+        self.n_written = min(n, len(f[ENERGY_KEY]))
+
+    def _opened(self) -> h5py.File:
+        if self._file is None:
+            raise RuntimeError("ShowerWriter used outside its 'with' block")
+        return self._file
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

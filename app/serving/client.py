@@ -357,29 +357,15 @@ def _resume_state(path: Path, *, energy_gev: float, n: int, seed: int | None, ch
             )
     kept = n if stored_rows >= n else stored_rows - stored_rows % chunk_showers
     if kept != stored_rows:
-        _truncate(path, kept)
+        with ShowerWriter(path, append=True) as out:
+            out.truncate(kept)
     return int(attrs["seed"]), kept
-
-
-def _truncate(path: Path, rows: int) -> None:
-    try:
-        with h5py.File(path, "r+") as f:
-            for key in (CELLS_KEY, ENERGY_KEY):
-                f[key].resize(rows, axis=0)
-    except (OSError, KeyError) as exc:
-        raise ShowerFileError(f"{path}: cannot cut back to {rows} showers ({exc})") from exc
 
 
 def _append_chunk(path: Path, cells_gev: FloatArray, ep_gev: FloatArray) -> None:
     """Append one verified chunk and close the file, so an interruption leaves whole chunks behind."""
-    try:
-        with h5py.File(path, "r+") as f:
-            start = len(f[ENERGY_KEY])
-            for key, data in ((CELLS_KEY, cells_gev), (ENERGY_KEY, ep_gev)):
-                f[key].resize(start + len(ep_gev), axis=0)
-                f[key][start:] = data
-    except (OSError, KeyError) as exc:
-        raise ShowerFileError(f"{path}: cannot append showers ({exc})") from exc
+    with ShowerWriter(path, append=True) as out:
+        out.append(cells_gev, ep_gev)
 
 
 __all__ = ["PullResult", "ServiceError", "ShowerClient", "chunk_seed", "discover_token"]

@@ -42,6 +42,34 @@ def test_writer_appends_chunks(tmp_path: Path) -> None:
     assert len(read_showers(path)) == 21
 
 
+def test_writer_appends_to_an_existing_file_and_cuts_a_half_written_row(tmp_path: Path) -> None:
+    path = tmp_path / "s.h5"
+    first, second = _showers(4, seed=1), _showers(3, seed=2)
+    write_showers(path, *first, attrs=shower_file_attrs(producer="test", seed=5))
+    with h5py.File(path, "r+") as f:  # an append interrupted between its two datasets
+        f["ECAL"].resize(5, axis=0)
+    with ShowerWriter(path, append=True) as out:
+        assert out.n_written == 4
+        out.append(*second)
+    back = read_showers(path)
+    np.testing.assert_array_equal(back.cells_gev, np.concatenate([first[0], second[0]]))
+    np.testing.assert_array_equal(back.ep_gev, np.concatenate([first[1], second[1]]))
+    assert back.attrs["seed"] == 5  # the file's own attributes stay
+    with ShowerWriter(path, append=True) as out:
+        out.truncate(2)
+    assert len(read_showers(path)) == 2
+
+
+def test_writer_refuses_to_append_to_a_file_without_the_datasets(tmp_path: Path) -> None:
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["something"] = np.zeros(3)
+    with pytest.raises(ShowerFileError, match="no extendable"), ShowerWriter(path, append=True):
+        pass
+    with pytest.raises(ValueError, match="needs attrs"):
+        ShowerWriter(tmp_path / "new.h5")
+
+
 def test_reads_public_target_layout_and_detects_the_x50_scale(tmp_path: Path) -> None:
     cells, ep = _showers(4)
     path = tmp_path / "public.h5"
