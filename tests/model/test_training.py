@@ -131,6 +131,18 @@ def test_metrics_are_zero_for_identical_samples_and_see_an_energy_scale_error(me
     assert scaled["score"] == pytest.approx(0.1, rel=1e-6)  # shapes unchanged by a global scale
 
 
+def test_validation_metric_sees_a_shape_that_does_not_change_with_energy() -> None:
+    # Swap the low- and high-energy showers: the pooled profiles are identical, the per-energy ones are not.
+    ep = np.concatenate([np.full(30, 10.0), np.full(30, 400.0)])
+    cells = simulate_showers(ep, seed=4)
+    ref = observe(cells, ep)
+    swapped = np.concatenate([cells[30:] * (10.0 / 400.0), cells[:30] * (400.0 / 10.0)])
+    pooled = local_shape_metric(observe(swapped, ep), ref)
+    grouped = validation_metric(observe(swapped, ep), ref)
+    assert pooled["profile_rel_rmse"] < 1e-6
+    assert grouped["shape_rel_rmse"] > 0.1
+
+
 def _rows(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
