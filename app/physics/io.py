@@ -202,11 +202,14 @@ class ShowerWriter:
         self._file = self._open_existing() if self._append else self._create()
         return self
 
-    def _create(self) -> h5py.File:
+    def _h5(self, mode: str, doing: str) -> h5py.File:
         try:
-            f = h5py.File(self.path, "w")
+            return h5py.File(self.path, mode)
         except OSError as exc:
-            raise ShowerFileError(f"{self.path}: cannot create ({exc})") from exc
+            raise ShowerFileError(f"{self.path}: cannot {doing} ({exc})") from exc
+
+    def _create(self) -> h5py.File:
+        f = self._h5("w", "create")
         f.attrs.update(self._attrs)
         f.create_dataset(
             CELLS_KEY, shape=(0, *SHOWER_SHAPE), maxshape=(None, *SHOWER_SHAPE), dtype=np.float32,
@@ -218,10 +221,7 @@ class ShowerWriter:
         return f
 
     def _open_existing(self) -> h5py.File:
-        try:
-            f = h5py.File(self.path, "r+")
-        except OSError as exc:
-            raise ShowerFileError(f"{self.path}: cannot open for appending ({exc})") from exc
+        f = self._h5("r+", "open for appending")
         if CELLS_KEY not in f or ENERGY_KEY not in f or f[CELLS_KEY].maxshape[0] is not None:
             f.close()
             raise ShowerFileError(f"{self.path}: no extendable {CELLS_KEY!r} and {ENERGY_KEY!r} datasets to append to")
