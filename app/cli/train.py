@@ -39,6 +39,10 @@ def train(
                                               help="BatchNorm/Dropout mode in the steps (inference = the "
                                                    "authors' effective behaviour, and what keeps the "
                                                    "Ep conditioning; see app/model/training.py).")] = False,
+    lr_generator: Annotated[float, typer.Option(help="Generator Adam learning rate before the decay (paper: "
+                                                    "5e-4); also the warm-up's.")] = 5e-4,
+    lr_discriminator: Annotated[float, typer.Option(help="Discriminator Adam learning rate before the decay "
+                                                        "(paper: 1e-4).")] = 1e-4,
     lr_file_showers: Annotated[int, typer.Option(help="Real showers per 'file' of the lr schedule (paper: 9000; "
                                                       "total/600 runs the whole schedule).")] = 9000,
     val_showers: Annotated[int, typer.Option(help="Held-out validation showers.")] = 512,
@@ -56,6 +60,7 @@ def train(
         width=TINY_WIDTH if tiny else width, warmup_steps=warmup_steps, relu_from_epoch=relu_from_epoch,
         init_generator=str(init_generator) if init_generator else None,
         narrow_energy_epochs=narrow_energy_epochs, bn_training=bn_training, file_showers=lr_file_showers,
+        lr_generator=lr_generator, lr_discriminator=lr_discriminator,
         val_showers=val_showers, run_eagerly=eager,
     )
     strategy = None

@@ -328,3 +328,14 @@ def test_shower_templates_are_normalised_mean_showers_per_energy_bin() -> None:
     np.testing.assert_array_equal(templates.bin_of(np.array([1.0, 11.0, 350.0, 900.0])), [0, 0, 1, 1])
     # Deeper showers at higher energy: the layer profile's maximum moves back.
     assert np.argmax(templates.profiles[1, 2]) > np.argmax(templates.profiles[0, 2])
+
+
+def test_cli_continues_a_generator_with_its_own_learning_rate(tiny_run: Path, training_file: Path,
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "stage2"
+    run_cli("train", "--out", str(out), "--data", str(training_file), "--epochs", "0", "--warmup-steps", "1",
+            "--init-generator", str(tiny_run / "generator.keras"), "--lr-generator", "2e-4", *TINY_RUN_ARGS)
+    config = json.loads((out / "run_config.json").read_text())["config"]
+    assert config["lr_generator"] == 2e-4
+    assert config["init_generator"] == str(tiny_run / "generator.keras")
+    assert (out / "generator.keras").is_file()
