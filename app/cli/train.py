@@ -74,7 +74,8 @@ def train(
             result = run_training(config, out, resume=resume, metric=validation_metric, strategy=strategy,
                                   progress=progress)
     except KeyboardInterrupt:
-        console.print(f"interrupted; the last finished epoch is checkpointed: calogan train --out {out} --resume")
+        console.print(f"interrupted; the last finished epoch (or the finished warm-up) is checkpointed: "
+                      f"calogan train --out {out} --resume; an unfinished warm-up starts again in a new --out")
         raise typer.Exit(130) from None
     typer.echo(
         f"{result.epochs_done} epochs, {result.showers_seen} real showers in {result.wall_s:.0f} s; best epoch "
@@ -114,7 +115,7 @@ def _group_scores(gen: ShowerObservables, ref: ShowerObservables) -> dict[str, f
     mse = metrics.mse_shape(gen, ref)
     ref_profiles = metrics.mean_normalised_projections(ref)
     sf = metrics.sampling_fraction_comparison(gen, ref)
-    sf_rel_error = abs(sf.mean_gen / sf.mean_ref - 1.0)
+    sf_rel_error = abs(sf.mean_gen / sf.mean_ref - 1.0) if sf.mean_ref > 0 else float("inf")
     shape_rel = float(np.sqrt(mse / np.mean(ref_profiles**2))) if np.isfinite(mse) else float("inf")
     moment = metrics.moment_error(gen, ref)
     return {"score": shape_rel + sf_rel_error, "mse_shape": mse, "shape_rel_rmse": shape_rel,

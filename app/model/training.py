@@ -45,8 +45,12 @@ Recipe choices, each recorded in ``run_config.json``:
   It is validated every ``steps_per_epoch`` steps (the best block competes for "best generator");
   ``epochs=0`` makes a warm-up-only run.
 - Optional ``init_generator``: start from a trained generator (a ``generator.keras`` or a model
-  folder) instead of random weights, with its output scale; the discriminator and the optimizers
-  start fresh, as the authors re-created Adam for every file.
+  folder) instead of random weights, with its output scale; it is scored before the first warm-up
+  step, so a further stage can only ship something better. The discriminator and the optimizers start
+  fresh: a shipped model carries no optimizer state (the authors, for their part, re-created Adam
+  for every file).
+- The finished warm-up is checkpointed as epoch 0, so ``--resume --epochs N`` turns a warm-up-only
+  run into an adversarial one; an interrupted warm-up is not resumable (start it again).
 
 Randomness: every draw comes from a numpy Generator seeded by ``SeedSequence([seed, epoch, stream])``,
 so the state at the start of any epoch is known from (seed, epoch) alone and resuming repeats
@@ -118,9 +122,11 @@ class TrainConfig:
     data : str
         ``"mc"`` (the project's simulator, fresh showers every step) or a 3DGAN HDF5 file or folder.
     epochs, steps_per_epoch, batch_size : int
-        An epoch is ``steps_per_epoch`` steps of ``batch_size`` real showers.
+        An epoch is ``steps_per_epoch`` steps of ``batch_size`` real showers; the warm-up is validated
+        every ``steps_per_epoch`` steps too. ``epochs=0`` is a warm-up-only run.
     seed : int
-        Seeds everything (data, noise, labels, weights, dropout).
+        Seeds everything (data, noise, labels, weights, dropout); with ``init_generator`` the
+        generator's weights and dropout states come from that file instead.
     width : float
         Filter multiplier of both networks (1.0 = the paper; about 0.1 for tests).
     lr_generator, lr_discriminator : float
@@ -209,6 +215,9 @@ class TrainConfig:
             "loss_weights": len(self.loss_weights) == 3 and min(self.loss_weights) >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
+        if self.epochs == 0 and self.warmup_steps == 0:
+            raise InvalidRequest("epochs=0 (a warm-up-only run) needs warmup_steps > 0",
+                                 allowed="epochs >= 1, or epochs=0 with warmup_steps >= 1")
         if bad:
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             raise InvalidRequest(f"invalid training settings: {values}", allowed="see `calogan train --help`")
@@ -835,16 +844,27 @@ class ShowerTemplates:
         return np.clip(np.searchsorted(self.edges_gev, ep_gev) - 1, 0, len(self.profiles) - 1)
 
 
-def shower_templates(cells_gev: FloatArray, ep_gev: FloatArray, n_bins: int = 8) -> ShowerTemplates:
-    """Mean normalised profiles and 3D showers of ``cells_gev`` (N, 25, 25, 25) in ``n_bins`` log-Ep bins."""
+WARMUP_TEMPLATE_BINS = 12
+"""Log-Ep bins of the warm-up's target showers (a factor 1.6 each over 2-500 GeV)."""
+
+
+def shower_templates(cells_gev: FloatArray, ep_gev: FloatArray,
+                     n_bins: int = WARMUP_TEMPLATE_BINS) -> ShowerTemplates:
+    """Mean normalised profiles and 3D showers of ``cells_gev`` (N, 25, 25, 25) in ``n_bins`` log-Ep bins.
+
+    A bin without showers (data at a few fixed energies) takes the nearest filled bin's shower.
+    """
     obs = observe(cells_gev, ep_gev)
     keep = obs.total_gev > 0
+    if not keep.any():
+        raise InvalidRequest("no training shower deposits any energy", allowed="showers with non-zero cells")
     ep = obs.ep_gev[keep]
     normalised = (cells_gev[keep] / obs.total_gev[keep, None, None, None]).astype(np.float32)
     edges = np.geomspace(ep.min(), ep.max() * (1 + 1e-9), n_bins + 1)
     index = np.clip(np.searchsorted(edges, ep) - 1, 0, n_bins - 1)
-    volumes = np.stack([normalised[index == i].mean(axis=0) if (index == i).any() else normalised.mean(axis=0)
-                        for i in range(n_bins)])
+    filled = np.unique(index)
+    nearest = filled[np.abs(np.arange(n_bins)[:, None] - filled[None, :]).argmin(axis=1)]
+    volumes = np.stack([normalised[index == i].mean(axis=0) for i in nearest])
     profiles = np.stack([volumes.sum(axis=(2, 3)), volumes.sum(axis=(1, 3)), volumes.sum(axis=(1, 2))], axis=1)
     return ShowerTemplates(edges, profiles.astype(np.float32), volumes.astype(np.float32))
 
@@ -876,15 +896,23 @@ def calibrated_output_scale(config: TrainConfig, response: EnergyResponse, n: in
     return float(f"{factor:.2g}")
 
 
-def _initial_generator(path: str) -> Any:
-    """The trained generator ``path`` names (a ``generator.keras`` file or a folder holding one)."""
+def _initial_generator(path: str, width: float) -> Any:
+    """The trained generator ``path`` names (a ``generator.keras`` file or a folder holding one).
+
+    Raises InvalidRequest when it cannot be loaded or its weights do not fit a ``width`` generator."""
     from app.model.loading import ModelLoadError, load_keras_file
 
     file = Path(path) / GENERATOR_FILE if Path(path).is_dir() else Path(path)
     try:
-        return load_keras_file(file)
+        model = load_keras_file(file)
     except ModelLoadError as exc:
         raise InvalidRequest(f"--init-generator: {exc}", allowed="a generator.keras file or a folder with one") from exc
+    expected = build_generator(GeneratorConfig(width=width, output_relu=True,
+                                               output_scale=_output_scale_of(model))).variables
+    if [tuple(v.shape) for v in model.variables] != [tuple(v.shape) for v in expected]:
+        raise InvalidRequest(f"--init-generator: {file} is not a width-{width:g} generator",
+                             allowed="a generator trained with the same --width (or --tiny) as this run")
+    return model
 
 
 def _output_scale_of(generator: Any) -> float:
@@ -920,7 +948,8 @@ def train(
     source : ShowerSource, optional
         Real showers; built from ``config.data`` if omitted.
     metric : ValidationMetric
-        Compares generated and held-out showers after each epoch; its ``score`` picks the best epoch.
+        Compares generated and held-out showers after each warm-up block and each epoch; its ``score``
+        picks the best generator.
     strategy : tf.distribute.Strategy, optional
         E.g. ``MirroredStrategy`` for several GPUs.
     progress : TrainingProgress, optional
@@ -934,7 +963,8 @@ def train(
     Raises
     ------
     InvalidRequest
-        Bad settings, a fresh run into a folder that already holds a checkpoint, or a resume without one.
+        Bad settings, a fresh run into a folder that already holds a run, a resume without a
+        checkpoint, or an ``init_generator`` that cannot be loaded or has another width.
     """
     run_dir = Path(run_dir)
     progress = progress or SilentProgress()
@@ -944,15 +974,16 @@ def train(
         state, arrays = _read_checkpoint(run_dir)
         config = TrainConfig.from_dict({**state["config"], "epochs": max(config.epochs, state["config"]["epochs"])})
     else:
-        if (run_dir / CHECKPOINT_DIR).exists() or (run_dir / f"{CHECKPOINT_DIR}.old").exists():
+        used = [run_dir / name for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old", RUN_CONFIG_FILE)]
+        if any(path.exists() for path in used):
             raise InvalidRequest(f"{run_dir} already holds a training run", allowed="--resume, or a new --out folder")
+        initial = _initial_generator(config.init_generator, config.width) if config.init_generator else None
         run_dir.mkdir(parents=True, exist_ok=True)
         state, arrays = {}, {}
     source = source or make_source(config)
     if not resume:
         fit_cells, fit_ep = source.fit_sample(config.fit_showers)
         response = fit_energy_response(fit_cells, fit_ep, config.ecal_fit_degree)
-        initial = _initial_generator(config.init_generator) if config.init_generator else None
         if initial is not None:
             config = dataclasses.replace(config, output_scale=_output_scale_of(initial))
         elif config.output_scale is None:
@@ -980,6 +1011,8 @@ def train(
         if config.warmup_steps:
             # The warmed-up generator competes for "best" too: a short adversarial phase can be worse.
             state["best_score"] = _warmup(trainer, source, response, run_dir, metric, progress, fit_cells, fit_ep)
+            _write_checkpoint(run_dir, trainer, state | {"config": config.to_dict(),
+                                                         "wall_s": time.perf_counter() - started})
         del fit_cells, fit_ep
     state["config"] = config.to_dict()
 
@@ -1044,17 +1077,23 @@ def _validate(trainer: GanTrainer, val_obs: ShowerObservables, val_ep: FloatArra
 
 
 def _warmup(trainer: GanTrainer, source: ShowerSource, response: EnergyResponse, run_dir: Path,
-            metric: ValidationMetric, progress: TrainingProgress, fit_cells: FloatArray, fit_ep: FloatArray) -> float:
+            metric: ValidationMetric, progress: TrainingProgress, fit_cells: FloatArray,
+            fit_ep: FloatArray) -> float | None:
     """Supervised generator steps (energy and mean shapes) before epoch 1, logged as epoch 0.
 
     Every ``steps_per_epoch`` steps (and at the end) the generator is validated, a log row is
     written, and the weights are saved as the best generator when the score improved.
 
-    Returns the best validation score of the warm-up (lower is better)."""
+    Energies are drawn uniformly in log(Ep) over 2-500 GeV, narrowed to the training data's range.
+    With ``init_generator`` the starting generator is scored first (a row with ``steps`` 0).
+
+    Returns the best finite validation score (lower is better), or None when no score was finite."""
     import keras
 
     config = trainer.config
-    templates = shower_templates(fit_cells, fit_ep, n_bins=12)
+    templates = shower_templates(fit_cells, fit_ep)
+    energy_range = (max(FULL_TRAINING_RANGE_GEV[0], float(templates.edges_gev[0])),
+                    min(FULL_TRAINING_RANGE_GEV[1], float(templates.edges_gev[-1])))
     with trainer.strategy.scope():
         optimizer = keras.optimizers.Adam(learning_rate=config.lr_generator)
     rng = _rng(config.seed, 0, _STREAM_NOISE)
@@ -1064,8 +1103,13 @@ def _warmup(trainer: GanTrainer, source: ShowerSource, response: EnergyResponse,
     best_score = math.inf
     losses: list[dict[str, float]] = []
     block_start = time.perf_counter()
-    for step in range(1, config.warmup_steps + 1):
-        ep = training_energies(config.batch_size, rng, FULL_TRAINING_RANGE_GEV, log_uniform=True)
+    first_step = 0 if config.init_generator else 1
+    for step in range(first_step, config.warmup_steps + 1):
+        if step == 0:
+            best_score = _warmup_block_done(trainer, run_dir, 0, [], block_start, val_obs, val_ep, metric,
+                                            progress, best_score)
+            continue
+        ep = training_energies(config.batch_size, rng, energy_range, log_uniform=True)
         index = templates.bin_of(ep)
         batch = {"latent": latent_vectors(ep, rng), "sum": response.target_sum_gev(ep),
                  "profiles": templates.profiles[index], "volume": templates.volumes[index]}
@@ -1073,17 +1117,26 @@ def _warmup(trainer: GanTrainer, source: ShowerSource, response: EnergyResponse,
         progress.step(losses[-1])
         if step % config.steps_per_epoch and step != config.warmup_steps:
             continue
-        scores = _validate(trainer, val_obs, val_ep, config.seed, metric)
-        best = scores["score"] < best_score
-        if best:
-            best_score = scores["score"]
-            _save_best_generator(run_dir, trainer)
-        row = {"epoch": 0, "phase": "warmup", "steps": step, "showers_seen": 0,
-               "wall_s": time.perf_counter() - block_start, "output_relu": 1, **_mean(losses),
-               **{f"val_{k}": v for k, v in scores.items()}, "best": int(best)}
-        _append_csv(run_dir / METRICS_FILE, row)
-        progress.epoch_done(row)
+        best_score = _warmup_block_done(trainer, run_dir, step, losses, block_start, val_obs, val_ep, metric,
+                                        progress, best_score)
         losses, block_start = [], time.perf_counter()
+    return best_score if math.isfinite(best_score) else None
+
+
+def _warmup_block_done(trainer: GanTrainer, run_dir: Path, step: int, losses: list[dict[str, float]],
+                       block_start: float, val_obs: ShowerObservables, val_ep: FloatArray,
+                       metric: ValidationMetric, progress: TrainingProgress, best_score: float) -> float:
+    """Validate after a warm-up block, log it, keep the weights if best; returns the best score so far."""
+    scores = _validate(trainer, val_obs, val_ep, trainer.config.seed, metric)
+    best = scores["score"] < best_score
+    if best:
+        best_score = scores["score"]
+        _save_best_generator(run_dir, trainer)
+    row = {"epoch": 0, "phase": "warmup", "steps": step, "showers_seen": 0,
+           "wall_s": time.perf_counter() - block_start, "output_relu": 1, **_mean(losses),
+           **{f"val_{k}": v for k, v in scores.items()}, "best": int(best)}
+    _append_csv(run_dir / METRICS_FILE, row)
+    progress.epoch_done(row)
     return best_score
 
 

@@ -189,8 +189,8 @@ class ShowerWriter:
 
     def __init__(self, path: str | Path, *, attrs: dict[str, Any] | None = None, compression: str | None = "gzip",
                  append: bool = False) -> None:
-        if attrs is None and not append:
-            raise ValueError("a new shower file needs attrs (see shower_file_attrs)")
+        if (attrs is None) != append:
+            raise ValueError("attrs are needed for a new shower file (see shower_file_attrs), and only then")
         self.path = Path(path)
         self._attrs = attrs or {}
         self._compression = compression
@@ -222,9 +222,11 @@ class ShowerWriter:
 
     def _open_existing(self) -> h5py.File:
         f = self._h5("r+", "open for appending")
-        if CELLS_KEY not in f or ENERGY_KEY not in f or f[CELLS_KEY].maxshape[0] is not None:
+        layout = {CELLS_KEY: (None, *SHOWER_SHAPE), ENERGY_KEY: (None,)}
+        if any(key not in f or f[key].maxshape != shape for key, shape in layout.items()):
             f.close()
-            raise ShowerFileError(f"{self.path}: no extendable {CELLS_KEY!r} and {ENERGY_KEY!r} datasets to append to")
+            raise ShowerFileError(f"{self.path}: no extendable {CELLS_KEY!r} (N, 25, 25, 25) and {ENERGY_KEY!r} "
+                                  "(N,) datasets to append to")
         self._file = f
         self.truncate(min(len(f[CELLS_KEY]), len(f[ENERGY_KEY])))
         return f

@@ -305,16 +305,32 @@ def test_init_generator_starts_from_the_given_weights_and_output_scale(tiny_run:
                          width=0.1, warmup_steps=1, run_eagerly=True, lr_generator=1e-12,
                          init_generator=str(tiny_run))
     result = train(config, tmp_path / "run", metric=local_shape_metric)
+    assert [r["steps"] for r in _rows(tmp_path / "run")] == ["0", "1"]  # the starting point is scored too
     continued = keras.models.load_model(result.generator_path)
     assert continued.get_layer("output_scale").scale == source.get_layer("output_scale").scale
     latent = np.random.default_rng(0).normal(size=(3, 200)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(continued(latent)), np.asarray(source(latent)), rtol=1e-4, atol=1e-9)
 
 
-def test_init_generator_that_is_not_a_generator_is_a_clear_error(tmp_path: Path) -> None:
+def test_init_generator_that_is_not_a_generator_is_a_clear_error(tiny_run: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="--init-generator"):
         train(TrainConfig(epochs=0, warmup_steps=1, width=0.1, init_generator=str(tmp_path / "missing.keras")),
               tmp_path / "run")
+    with pytest.raises(InvalidRequest, match=r"not a width-0\.2 generator"):
+        train(TrainConfig(epochs=0, warmup_steps=1, width=0.2, init_generator=str(tiny_run)), tmp_path / "run2")
+
+
+def test_warm_up_only_run_resumes_into_adversarial_epochs(training_file: Path, tmp_path: Path) -> None:
+    config = TrainConfig(data=str(training_file), epochs=0, steps_per_epoch=1, batch_size=4, val_showers=8, seed=3,
+                         width=0.1, warmup_steps=1, run_eagerly=True)
+    run = tmp_path / "run"
+    train(config, run, metric=local_shape_metric)
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["epoch"] == 0
+    result = train(dataclasses.replace(config, epochs=1), run, resume=True, metric=local_shape_metric)
+    assert result.epochs_done == 1
+    assert [(r["epoch"], r["phase"]) for r in _rows(run)] == [("0", "warmup"), ("1", "adversarial")]
+    with pytest.raises(InvalidRequest, match="already holds"):
+        train(config, run, metric=local_shape_metric)
 
 
 def test_shower_templates_are_normalised_mean_showers_per_energy_bin() -> None:

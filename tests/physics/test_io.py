@@ -66,7 +66,7 @@ def test_writer_refuses_to_append_to_a_file_without_the_datasets(tmp_path: Path)
         f["something"] = np.zeros(3)
     with pytest.raises(ShowerFileError, match="no extendable"), ShowerWriter(path, append=True):
         pass
-    with pytest.raises(ValueError, match="needs attrs"):
+    with pytest.raises(ValueError, match="attrs are needed"):
         ShowerWriter(tmp_path / "new.h5")
 
 
