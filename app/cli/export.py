@@ -16,12 +16,15 @@ def export(
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Also write generator.onnx.")] = True,
     data_version: Annotated[str | None, typer.Option(help="Training data version (read from the run if "
                                                           "omitted).")] = None,
+    known_limit: Annotated[list[str] | None, typer.Option(help="A limit of this model, added to the card's "
+                                                                "standard ones (repeatable).")] = None,
 ) -> None:
     """Copy the run's best generator to OUT, export ONNX, and write model.json + model_card.md."""
-    from app.model.export import package_run
+    from app.model.export import DEFAULT_KNOWN_LIMITS, package_run
     from app.model.loading import load_generator
 
-    card = package_run(run, out, version=version, name=name, onnx=onnx, data_version=data_version)
+    card = package_run(run, out, version=version, name=name, onnx=onnx, data_version=data_version,
+                       known_limits=[*DEFAULT_KNOWN_LIMITS, *(known_limit or [])])
     load_generator(out)  # what the service will do: fail here rather than at deployment
     files = ", ".join(f"{file} {entry['sha256'][:12]}" for file, entry in card["files"].items())
     typer.echo(f"wrote {out}: {files}")

@@ -42,7 +42,7 @@ def test_onnx_runtime_gives_the_keras_showers(onnx_pair: tuple[keras.Model, Path
 
 def test_export_cli_packages_a_run(tiny_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "conv2d"
-    run_cli("export", str(tiny_run), "--out", str(out), "--version", "t1")
+    run_cli("export", str(tiny_run), "--out", str(out), "--version", "t1", "--known-limit", "Tiny test model.")
     card = json.loads((out / CARD_FILE).read_text())
     assert card["version"] == "t1"
     assert set(card["files"]) == {GENERATOR_FILE, ONNX_FILE}
@@ -53,6 +53,8 @@ def test_export_cli_packages_a_run(tiny_run: Path, tmp_path: Path) -> None:
     assert "val_score" in card["validation"]
     assert card["validation"]["val_mse_shape"] >= 0  # the best row's metrics, wherever it was logged
     assert card["architecture"]["conv_layers"] == 28
+    assert card["known_limits"][-1] == "Tiny test model."
+    assert len(card["known_limits"]) > 1  # the standard limits stay
     # The trained network (unlike an untrained one) once sent tf2onnx's optimiser into an endless loop;
     # its ONNX twin must still give the Keras showers.
     loaded = load_generator(out)
