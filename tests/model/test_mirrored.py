@@ -37,8 +37,13 @@ for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["
 assert (r1, r2) == (1, 2), (r1, r2)
 for key in l1:
     np.testing.assert_allclose(l2[key], l1[key], rtol=2e-4, err_msg=key)
+# Adam moves a weight by about lr x sign(gradient) whatever the gradient's size, so a gradient within
+# float noise of 0 can step either way depending on the reduction order (seen when pinned to one
+# core: 3 of 25,000 weights, 1 of 900). Every weight but such stragglers must agree; a wrong
+# reduction (an update applied per replica, or to the wrong batch) moves nearly all of them.
 for a, b in zip(w1, w2):
-    np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-6)
+    close = np.isclose(b, a, rtol=1e-3, atol=1e-6)
+    assert close.mean() > 0.99, f"{(~close).sum()} of {close.size} weights differ"
 print("OK", l1["d_real_loss"], l2["d_real_loss"])
 """
 
