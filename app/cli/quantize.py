@@ -59,6 +59,12 @@ def quantize(
         f"wrote {out_dir} ({verdict}; float32 layers: {', '.join(kept) or 'none'}; "
         f"x{card['speed']['speedup']:.2f} vs float32 TF at batch {speed_batch}, {threads} threads)"
     )
+    if accuracy["passed"] and not card["quantization"]["quantized_layers"]:
+        raise InvalidRequest(
+            f"only the all-float32 model met the acceptance criteria; it was written to {out_dir} for the record "
+            "but will not be served as int8",
+            allowed="a generator whose activations fit static int8 ranges (see docs/int8.md)",
+        )
     if not accuracy["passed"]:
         raise InvalidRequest(
             "no int8 model met the acceptance criteria within --max-float32-layers; the last one tried was written "

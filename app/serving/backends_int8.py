@@ -69,6 +69,9 @@ def int8_backends(settings: Settings) -> list[ShowerBackend]:
     card: dict[str, Any] = generator.card
     if not card.get("accuracy", {}).get("passed", False):
         raise ModelLoadError(f"{folder}: this int8 model failed its physics acceptance check (see model_card.md)")
+    if card.get("quantization", {}).get("quantized_layers") == 0:
+        # It passed only with every layer kept in float32: serving it would label float32 as int8.
+        raise ModelLoadError(f"{folder}: no layer of this model is int8 (all had to stay float32 to pass)")
     info = ModelInfo(
         name=str(card.get("name", folder.name)),
         version=str(card.get("version", "unknown")),

@@ -132,6 +132,19 @@ def test_a_model_that_failed_acceptance_is_not_served(model_dirs: Path, tiny_set
         backends.load_backends(_settings(tiny_settings, failed, "int8"))  # --model-dir may name the int8 folder
 
 
+def test_a_model_with_no_int8_layer_is_not_served_as_int8(model_dirs: Path, tiny_settings: Settings,
+                                                          tmp_path: Path) -> None:
+    from app.model.loading import CARD_FILE
+
+    all_float = tmp_path / "conv2d_int8"
+    shutil.copytree(model_dirs.with_name("conv2d_int8"), all_float)
+    card = json.loads((all_float / CARD_FILE).read_text())
+    card["quantization"] = {"quantized_layers": 0, "total_layers": 29}
+    (all_float / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelLoadError, match="no layer of this model is int8"):
+        backends.load_backends(_settings(tiny_settings, all_float, "int8"))
+
+
 def test_model_info_metric_says_int8(model_dirs: Path, tiny_settings: Settings) -> None:
     from app.serving.api.app import create_app
 
