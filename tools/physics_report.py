@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from app.physics.io import read_showers
+from app.physics.observables import observe
 
 ENERGIES_GEV = (10, 50, 100, 200, 400)
 G4_FILES = {10: "g4_e10GeV_n300.h5", 50: "g4_e50GeV_n200.h5", 100: "g4_e100GeV_n150.h5",
@@ -44,12 +45,12 @@ def summary(path: Path) -> dict:
 def figures(path: Path) -> dict:
     """Mean S/Ep, layer of the mean profile's maximum, central 3x3 energy fraction, NaN/negative counts."""
     showers = read_showers(path)
-    cells, ep = showers.cells_gev, showers.ep_gev
-    total = cells.sum(axis=(1, 2, 3))
+    cells = showers.cells_gev
+    obs = observe(cells, showers.ep_gev)
     return {
-        "sf": float(np.mean(total / ep)),
-        "max_layer": int(np.argmax(cells.sum(axis=(0, 1, 2)))),
-        "core_3x3": float(np.mean(cells[:, 11:14, 11:14, :].sum(axis=(1, 2, 3)) / np.maximum(total, 1e-12))),
+        "sf": float(np.mean(obs.sampling_fraction)),
+        "max_layer": int(np.argmax(obs.projections_gev[:, 2].sum(axis=0))),
+        "core_3x3": float(np.nanmean(obs.core_fraction)),
         "bad_cells": int(np.count_nonzero(~np.isfinite(cells)) + np.count_nonzero(cells < 0)),
     }
 

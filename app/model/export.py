@@ -33,6 +33,7 @@ from app.model.loading import (
     CARD_SCHEMA_VERSION,
     GENERATOR_FILE,
     ONNX_FILE,
+    parse_card_file,
     sha256_file,
 )
 from app.physics.detector import AXIS_ORDER, ENERGY_UNIT, SHOWER_SHAPE
@@ -227,9 +228,14 @@ def write_model_card(
         "known_limits": list(known_limits),
         "files": files,
     }
+    _write_card_files(folder, card)
+    return card
+
+
+def _write_card_files(folder: Path, card: dict[str, Any]) -> None:
+    """``model.json`` and its human-readable twin ``model_card.md``, always written together."""
     (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (folder / CARD_MARKDOWN_FILE).write_text(_card_markdown(card), encoding="utf-8")
-    return card
 
 
 def _card_markdown(card: dict[str, Any]) -> str:
@@ -276,10 +282,8 @@ def add_physics_to_card(folder: str | Path, physics: dict[str, Any]) -> dict[str
     files' checksums are untouched: the verdict describes the weights, it does not change them.
     """
     folder = Path(folder)
-    card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
-    card["physics"] = physics
-    (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (folder / CARD_MARKDOWN_FILE).write_text(_card_markdown(card), encoding="utf-8")
+    card = {**parse_card_file(folder / CARD_FILE), "physics": physics}
+    _write_card_files(folder, card)
     return card
 
 

@@ -842,7 +842,11 @@ class ShowerTemplates:
 
     def bin_of(self, ep_gev: FloatArray) -> np.ndarray:
         """Index of each energy's bin; energies outside the edges go to the nearest end bin."""
-        return np.clip(np.searchsorted(self.edges_gev, ep_gev) - 1, 0, len(self.profiles) - 1)
+        return _bin_index(self.edges_gev, ep_gev)
+
+
+def _bin_index(edges_gev: FloatArray, ep_gev: FloatArray) -> np.ndarray:
+    return np.clip(np.searchsorted(edges_gev, ep_gev) - 1, 0, len(edges_gev) - 2)
 
 
 WARMUP_FINAL_LR_FRACTION = 0.05
@@ -864,7 +868,7 @@ def shower_templates(cells_gev: FloatArray, ep_gev: FloatArray,
     ep = obs.ep_gev[keep]
     normalised = (cells_gev[keep] / obs.total_gev[keep, None, None, None]).astype(np.float32)
     edges = np.geomspace(ep.min(), ep.max() * (1 + 1e-9), n_bins + 1)
-    index = np.clip(np.searchsorted(edges, ep) - 1, 0, n_bins - 1)
+    index = _bin_index(edges, ep)
     filled = np.unique(index)
     nearest = filled[np.abs(np.arange(n_bins)[:, None] - filled[None, :]).argmin(axis=1)]
     volumes = np.stack([normalised[index == i].mean(axis=0) for i in nearest])
@@ -992,6 +996,8 @@ def train(
         elif config.output_scale is None:
             config = dataclasses.replace(config, output_scale=calibrated_output_scale(config, response))
     trainer = GanTrainer(config, strategy)
+    val_cells, val_ep = source.validation_sample()
+    val_obs = observe(val_cells, val_ep)
     if initial is not None:
         for variable, value in zip(trainer.generator.variables, initial.variables, strict=True):
             variable.assign(value)
@@ -1013,14 +1019,13 @@ def train(
         _atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(run_info, indent=2))
         if config.warmup_steps:
             # The warmed-up generator competes for "best" too: a short adversarial phase can be worse.
-            state["best_score"] = _warmup(trainer, source, response, run_dir, metric, progress, fit_cells, fit_ep)
+            state["best_score"] = _warmup(trainer, response, run_dir, metric, progress, fit_cells, fit_ep,
+                                          val_obs)
             _write_checkpoint(run_dir, trainer, state | {"config": config.to_dict(),
                                                          "wall_s": time.perf_counter() - started})
         del fit_cells, fit_ep
     state["config"] = config.to_dict()
 
-    val_cells, val_ep = source.validation_sample()
-    val_obs = observe(val_cells, val_ep)
     wall_before = float(state["wall_s"])
     history: list[dict[str, Any]] = []
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -1042,7 +1047,7 @@ def train(
             state["showers_seen"] += len(ep)
             progress.step(losses[-1])
         train_s = time.perf_counter() - epoch_start
-        scores = _validate(trainer, val_obs, val_ep, config.seed, metric)
+        scores = _validate(trainer, val_obs, config.seed, metric)
         best = state["best_score"] is None or scores["score"] < state["best_score"]
         if best:
             state["best_score"], state["best_epoch"] = scores["score"], epoch
@@ -1072,16 +1077,16 @@ def train(
                           state["showers_seen"], state["wall_s"], generator_path, history)
 
 
-def _validate(trainer: GanTrainer, val_obs: ShowerObservables, val_ep: FloatArray, seed: int,
-              metric: ValidationMetric) -> dict[str, float]:
+def _validate(trainer: GanTrainer, val_obs: ShowerObservables, seed: int, metric: ValidationMetric) -> dict[str, float]:
+    """Score one generated shower per held-out shower, at its Ep."""
     # Fixed noise every epoch: epoch-to-epoch changes of the score come from the weights only.
-    generated = trainer.generate(val_ep, _rng(seed, 0, _STREAM_VALIDATION + 100))
-    return {k: float(v) for k, v in metric(observe(generated, val_ep), val_obs).items()}
+    generated = trainer.generate(val_obs.ep_gev, _rng(seed, 0, _STREAM_VALIDATION + 100))
+    return {k: float(v) for k, v in metric(observe(generated, val_obs.ep_gev), val_obs).items()}
 
 
-def _warmup(trainer: GanTrainer, source: ShowerSource, response: EnergyResponse, run_dir: Path,
-            metric: ValidationMetric, progress: TrainingProgress, fit_cells: FloatArray,
-            fit_ep: FloatArray) -> float | None:
+def _warmup(trainer: GanTrainer, response: EnergyResponse, run_dir: Path, metric: ValidationMetric,
+            progress: TrainingProgress, fit_cells: FloatArray, fit_ep: FloatArray,
+            val_obs: ShowerObservables) -> float | None:
     """Supervised generator steps (energy and mean shapes) before epoch 1, logged as epoch 0.
 
     Every ``steps_per_epoch`` steps (and at the end) the generator is validated, a log row is
@@ -1104,18 +1109,13 @@ def _warmup(trainer: GanTrainer, source: ShowerSource, response: EnergyResponse,
     with trainer.strategy.scope():
         optimizer = keras.optimizers.Adam(learning_rate=schedule)
     rng = _rng(config.seed, 0, _STREAM_NOISE)
-    val_cells, val_ep = source.validation_sample()
-    val_obs = observe(val_cells, val_ep)
     progress.phase("warm-up", config.warmup_steps)
     best_score = math.inf
     losses: list[dict[str, float]] = []
     block_start = time.perf_counter()
-    first_step = 0 if config.init_generator else 1
-    for step in range(first_step, config.warmup_steps + 1):
-        if step == 0:
-            best_score = _warmup_block_done(trainer, run_dir, 0, [], block_start, val_obs, val_ep, metric,
-                                            progress, best_score)
-            continue
+    if config.init_generator:
+        best_score = _warmup_block_done(trainer, run_dir, 0, [], block_start, val_obs, metric, progress, best_score)
+    for step in range(1, config.warmup_steps + 1):
         ep = training_energies(config.batch_size, rng, energy_range, log_uniform=True)
         index = templates.bin_of(ep)
         batch = {"latent": latent_vectors(ep, rng), "sum": response.target_sum_gev(ep),
@@ -1124,17 +1124,17 @@ def _warmup(trainer: GanTrainer, source: ShowerSource, response: EnergyResponse,
         progress.step(losses[-1])
         if step % config.steps_per_epoch and step != config.warmup_steps:
             continue
-        best_score = _warmup_block_done(trainer, run_dir, step, losses, block_start, val_obs, val_ep, metric,
-                                        progress, best_score)
+        best_score = _warmup_block_done(trainer, run_dir, step, losses, block_start, val_obs, metric, progress,
+                                        best_score)
         losses, block_start = [], time.perf_counter()
     return best_score if math.isfinite(best_score) else None
 
 
 def _warmup_block_done(trainer: GanTrainer, run_dir: Path, step: int, losses: list[dict[str, float]],
-                       block_start: float, val_obs: ShowerObservables, val_ep: FloatArray,
-                       metric: ValidationMetric, progress: TrainingProgress, best_score: float) -> float:
+                       block_start: float, val_obs: ShowerObservables, metric: ValidationMetric,
+                       progress: TrainingProgress, best_score: float) -> float:
     """Validate after a warm-up block, log it, keep the weights if best; returns the best score so far."""
-    scores = _validate(trainer, val_obs, val_ep, trainer.config.seed, metric)
+    scores = _validate(trainer, val_obs, trainer.config.seed, metric)
     best = scores["score"] < best_score
     if best:
         best_score = scores["score"]
