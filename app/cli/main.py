@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from app.cli import export, generate, mc, pull, quantize, serve, train, validate
+from app.cli import export, finetune, generate, mc, pull, quantize, serve, train, validate
 from app.errors import CaloganError
 
 cli = typer.Typer(
@@ -30,6 +30,7 @@ cli.command("generate")(generate.generate)
 cli.command("pull")(pull.pull)
 cli.command("quantize")(quantize.quantize)
 cli.command("train")(train.train)
+cli.command("finetune")(finetune.finetune)
 cli.command("export")(export.export)
 
 _stderr = Console(stderr=True, soft_wrap=True)

@@ -310,7 +310,8 @@ def package_run(
     Parameters
     ----------
     run_dir : str or Path
-        A finished ``calogan train`` folder (``generator.keras``, ``run_config.json``, ``summary.json``,
+        A finished ``calogan train`` or ``calogan finetune`` folder (``generator.keras``, ``run_config.json``,
+        ``summary.json``,
         ``metrics.csv``).
     out_dir : str or Path
         The model folder to (re)write, e.g. ``models/conv2d``.
@@ -349,7 +350,8 @@ def package_run(
         export_onnx(model, out_dir / ONNX_FILE)
     else:
         (out_dir / ONNX_FILE).unlink(missing_ok=True)  # never ship an ONNX file from another training
-    config = run_info["config"]
+    # A fine-tuning run stores what the export needs beside its settings; a `calogan train` run within them.
+    config = {**run_info["config"], **run_info.get("export", {})}
     best_row = _metrics_row(run_dir / "metrics.csv", summary["best_epoch"])
     training = {
         "data": summary.get("data", config.get("data")),
@@ -384,7 +386,8 @@ def _metrics_row(path: Path, epoch: int) -> dict[str, str]:
         return {}
     with open(path, newline="", encoding="utf-8") as f:
         # The row that made the epoch best; a warm-up (epoch 0) logs one row per block, the last best wins.
-        rows = [row for row in csv.DictReader(f) if row.get("epoch") == str(epoch) and row.get("best") == "1"]
+        rows = [row for row in csv.DictReader(f)
+                if row.get("epoch", row.get("step")) == str(epoch) and row.get("best") == "1"]
     return rows[-1] if rows else {}
 
 
