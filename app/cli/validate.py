@@ -54,6 +54,20 @@ def _table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def _discrepancy_table(summary: dict[str, Any], n_features: int = 6) -> Table:
+    """The features that separate the samples most on their own, and the edge layers' mean shares."""
+    table = Table(title="What gives the samples away: single-feature AUC; mean layer share gen / ref")
+    table.add_column("feature", justify="left")
+    table.add_column("AUC alone", justify="right")
+    singles = summary["metrics"]["classifier_auc"].get("single_feature_auc") or {}
+    for name, auc in list(singles.items())[:n_features]:
+        table.add_row(name, f"{auc:.3f}")
+    for row in summary["layer_fractions_per_bin"]:
+        ratios = ", ".join(f"L{k} {_number(row['ratio'][k], '.2f')}" for k in (0, 1, 2, 24))
+        table.add_row(f"layer share ratio, {row['bin']}", ratios)
+    return table
+
+
 def validate(
     gen: Annotated[Path, typer.Argument(help="Generated showers, HDF5 (3DGAN layout).")],
     ref: Annotated[Path, typer.Argument(help="Reference showers (e.g. Geant4), HDF5 (3DGAN layout).")],
@@ -92,6 +106,7 @@ def validate(
     )
     console = Console()
     console.print(_table(report.summary))
+    console.print(_discrepancy_table(report.summary))
     console.print(
         f"{report.summary['energy_matching']['note']}; noise floor: {report.summary['noise_floor']['method']}.",
         highlight=False,

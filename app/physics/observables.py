@@ -339,6 +339,7 @@ FEATURE_NAMES: Final = (
     "front_fraction",
     "back_fraction",
     "core_fraction",
+    *(f"layer_fraction_{layer:02d}" for layer in range(N_LAYERS)),
 )
 
 
@@ -428,7 +429,8 @@ class ShowerObservables:
         """High-level features per shower, keyed by ``FEATURE_NAMES``, each shape (N,) float64.
 
         Sampling fraction, the six moments, hit count, layer of the maximum, energy fractions in the
-        first and last five layers and in the 3 x 3 core. NaN marks undefined values (empty showers).
+        first and last five layers, in the 3 x 3 core and in each of the 25 layers. NaN marks undefined
+        values (empty showers).
         """
         columns: dict[str, FloatArray] = {"sampling_fraction": self.sampling_fraction}
         for i, axis in enumerate(AXIS_ORDER):
@@ -440,6 +442,8 @@ class ShowerObservables:
         columns["front_fraction"] = self.front_fraction
         columns["back_fraction"] = self.back_fraction
         columns["core_fraction"] = self.core_fraction
+        for layer, fraction in enumerate(self.normalised_projections[:, 2].T):
+            columns[f"layer_fraction_{layer:02d}"] = fraction
         return {name: np.asarray(columns[name], dtype=np.float64) for name in FEATURE_NAMES}
 
 

@@ -9,8 +9,10 @@ reads the files, calls it, draws the plots and writes the JSON. What ``summary.j
 - ``energy_matching``: how energies were matched (mode, bins with their N, skipped bins, a sentence);
 - ``metrics``: for each metric ``value``, ``noise_floor``, ``ratio`` (= value / floor; ~1 means
   statistically indistinguishable) and ``per_bin`` details; ``classifier_auc`` has the AUC, its
-  uncertainty, the floor AUC and a ratio of excesses over 0.5;
+  uncertainty, the floor AUC, a ratio of excesses over 0.5 and ``single_feature_auc`` (the same test on
+  one feature at a time, most separating first);
 - ``noise_floor``: how the floor was obtained and how it is rescaled to the comparison's sample sizes;
+- ``layer_fractions_per_bin``: mean share of S in each layer, generated and reference, and their ratio;
 - ``sampling_fraction_per_bin``, ``observables`` (a few pooled numbers per sample), ``units``, ``plots``,
   ``threshold_gev``, ``seed``, ``calogan_version``, ``created_utc``.
 
@@ -34,7 +36,7 @@ from app import __version__
 from app.errors import InvalidRequest
 from app.physics.io import read_showers
 from app.physics.observables import DEFAULT_HIT_THRESHOLD_GEV, ShowerObservables, observe
-from app.validation.classifier import CLASSIFIER_FEATURES, MATCH_CELL_REL_WIDTH, samples_auc
+from app.validation.classifier import CLASSIFIER_FEATURES, MATCH_CELL_REL_WIDTH, samples_auc, single_feature_aucs
 from app.validation.metrics import (
     DEFAULT_BIN_EDGES_GEV,
     METRICS,
@@ -174,7 +176,22 @@ def _classifier_summary(
         "noise_floor_sizes": [floor.n_gen, floor.n_ref],
         "ratio": (result.auc - 0.5) / floor_excess if floor_excess > 0 else None,
         "ratio_definition": "(AUC - 0.5) / max(|AUC_floor - 0.5|, SEM_floor); AUC not rescaled with N",
+        "single_feature_auc": single_feature_aucs(gen, ref, seed=seed, n_folds=n_folds),
     }
+
+
+def _layer_fractions(gen: ShowerObservables, ref: ShowerObservables, matching: EnergyMatching) -> list[dict[str, Any]]:
+    """Mean share of S in each layer per energy bin, generated and reference, and their ratio."""
+    rows = []
+    for energy_bin in matching.bins:
+        gen_mean = np.nanmean(gen.select(energy_bin.contains(gen.ep_gev)).normalised_projections[:, 2], axis=0)
+        ref_mean = np.nanmean(ref.select(energy_bin.contains(ref.ep_gev)).normalised_projections[:, 2], axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = gen_mean / ref_mean
+        rows.append(
+            {"bin": energy_bin.label, "gen": gen_mean.tolist(), "ref": ref_mean.tolist(), "ratio": ratio.tolist()}
+        )
+    return rows
 
 
 def validate_samples(
@@ -274,6 +291,7 @@ def validate_samples(
         },
         "metrics": metrics,
         "sampling_fraction_per_bin": sampling_per_bin,
+        "layer_fractions_per_bin": _layer_fractions(gen, ref, matching),
     }
     return parts, matching
 
