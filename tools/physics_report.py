@@ -23,6 +23,7 @@ import numpy as np
 
 from app.physics.io import read_showers
 from app.physics.observables import observe
+from app.validation.metrics import fluctuation_figures
 
 ENERGIES_GEV = (10, 50, 100, 200, 400)
 G4_FILES = {10: "g4_e10GeV_n300.h5", 50: "g4_e50GeV_n200.h5", 100: "g4_e100GeV_n150.h5",
@@ -52,7 +53,16 @@ def figures(path: Path) -> dict:
         "max_layer": int(np.argmax(obs.projections_gev[:, 2].sum(axis=0))),
         "core_3x3": float(np.nanmean(obs.core_fraction)),
         "bad_cells": int(np.count_nonzero(~np.isfinite(cells)) + np.count_nonzero(cells < 0)),
+        **fluctuation_figures(obs),
     }
+
+
+FLUCTUATION_TARGETS = {"hits_mean": 0.15, "hits_rms": 0.40, "sf_rms": 0.20, "depth_rms": 0.30, "width_rms": 0.30}
+"""The fluctuation issue's acceptance: largest |GAN / MC - 1| of each figure."""
+
+
+def ratios(f_gan: dict, f_ref: dict) -> dict[str, float]:
+    return {name: f_gan[name] / f_ref[name] for name in FLUCTUATION_TARGETS}
 
 
 def metric_values(s: dict | None, name: str) -> dict:
@@ -65,7 +75,7 @@ def metric_values(s: dict | None, name: str) -> dict:
 def metric_cell(s: dict, name: str) -> str:
     """'value (floor F)' for one metric of a summary.json; AUCs with 3 decimals, the rest in e-notation."""
     m = s["metrics"][name]
-    text = "{:.3f}" if name == "classifier_auc" else "{:.2e}"
+    text = "{:.3f}" if name in ("classifier_auc", "cell_spectrum_distance") else "{:.2e}"
     floor = m.get("noise_floor")
     return f"{text.format(m['value'])} (floor {text.format(floor) if floor is not None else 'n/a'})"
 
@@ -115,6 +125,28 @@ def main() -> None:
               f"{f_gan['max_layer']} / {f_mc['max_layer']} | {f_gan['core_3x3']:.2f} / {f_mc['core_3x3']:.2f} | "
               f"{metric_cell(vs_mc, 'mse_shape')} | "
               f"{metric_cell(vs_mc, 'classifier_auc')} | {g4_cells[0]} | {g4_cells[1]} |")
+    print()
+    print("Fluctuations, GAN / reference (targets: hits mean within 15 %, hits rms 40 %, S/Ep rms 20 %, depth and "
+          "width rms 30 %); cell-spectrum distance (decades) and AUC vs MC with their floors:")
+    print("| Ep (GeV) | reference | hits mean | hits rms | S/Ep rms | depth rms | width rms | spectrum distance "
+          "| AUC |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    fluctuation_lines = []
+    for name, f_gan, f_mc, vs_mc, vs_g4 in rows:
+        references = [("MC", f_mc, vs_mc)]
+        if vs_g4 is not None:
+            references.append(("Geant4", figures(args.g4_dir / G4_FILES[name]), vs_g4))
+        for label, f_ref, vs in references:
+            r = ratios(f_gan, f_ref)
+            print(f"| {name} | {label} | " + " | ".join(f"{r[k]:.2f}" for k in FLUCTUATION_TARGETS)
+                  + f" | {metric_cell(vs, 'cell_spectrum_distance')} | {metric_cell(vs, 'classifier_auc')} |")
+            if label == "MC" and name != "flat":
+                missed = [f"{k} {r[k]:.2f}" for k, limit in FLUCTUATION_TARGETS.items() if abs(r[k] - 1) > limit]
+                auc = vs["metrics"]["classifier_auc"]["value"]
+                if auc is None or auc > 0.90:
+                    missed.append(f"AUC {auc}")
+                fluctuation_lines.append(f"{name} GeV vs MC: " + (", ".join(missed) + " out of target" if missed
+                                                                    else "all fluctuation targets met"))
     response = [f_gan["sf"] * name for name, f_gan, *_ in rows if name != "flat"]  # mean visible GeV
     monotonic = all(b > a for a, b in itertools.pairwise(response))
     lines = [f"{name} GeV: S/Ep {100 * sf_diff:+.1f} % (target within 5 %), max layer {layer_diff:+d} "
@@ -125,16 +157,22 @@ def main() -> None:
     print()
     print("Acceptance (GAN issue):")
     print("\n".join(f"- {line}" for line in lines))
+    print("Acceptance (fluctuation issue):")
+    print("\n".join(f"- {line}" for line in fluctuation_lines))
 
     physics = {
         "how": f"tools/physics_report.py --model-dir {args.model_dir} --backend {args.backend} --n {args.n}",
-        "summary": lines,
+        "summary": lines + fluctuation_lines,
         "energies": {str(name): {
             "sf_gan": round(f_gan["sf"], 5), "sf_mc": round(f_mc["sf"], 5),
             "max_layer_gan": f_gan["max_layer"], "max_layer_mc": f_mc["max_layer"],
             "core_3x3_gan": round(f_gan["core_3x3"], 3), "core_3x3_mc": round(f_mc["core_3x3"], 3),
             "mse_shape_vs_mc": metric_values(vs_mc, "mse_shape"), "auc_vs_mc": metric_values(vs_mc, "classifier_auc"),
             "mse_shape_vs_g4": metric_values(vs_g4, "mse_shape"), "auc_vs_g4": metric_values(vs_g4, "classifier_auc"),
+            "fluctuation_ratios_vs_mc": {k: round(v, 3) for k, v in ratios(f_gan, f_mc).items()},
+            "cell_spectrum_distance_vs_mc": metric_values(vs_mc, "cell_spectrum_distance"),
+            "gan": {k: round(f_gan[k], 5) for k in FLUCTUATION_TARGETS},
+            "mc": {k: round(f_mc[k], 5) for k in FLUCTUATION_TARGETS},
         } for name, f_gan, f_mc, vs_mc, vs_g4 in rows},
     }
     (args.work / "physics.json").write_text(json.dumps(physics, indent=2) + "\n")

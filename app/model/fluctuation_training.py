@@ -50,6 +50,7 @@ from app.model.shower_features import (
 from app.physics.detector import SHOWER_SHAPE, FloatArray
 from app.physics.mc import MC_VERSION, ShowerSimulator
 from app.physics.observables import ShowerObservables, observe
+from app.validation.metrics import FLUCTUATION_FIGURES, fluctuation_figures
 
 logger = logging.getLogger(__name__)
 
@@ -329,23 +330,6 @@ class FluctuationTrainer:
 
 
 # -- validation -----------------------------------------------------------------------------------
-
-FLUCTUATION_FIGURES: Final = ("hits_mean", "hits_rms", "sf_mean", "sf_rms", "depth_rms", "width_rms")
-"""Per-energy figures of :func:`fluctuation_figures`, compared as generated / reference ratios."""
-
-
-def fluctuation_figures(obs: ShowerObservables) -> dict[str, float]:
-    """Mean and rms of the hit count, mean and rms of S/Ep, rms of the depth and of the x width (cells)."""
-    sf = obs.sampling_fraction
-    return {
-        "hits_mean": float(obs.hit_count.mean()),
-        "hits_rms": float(obs.hit_count.std()),
-        "sf_mean": float(sf.mean()),
-        "sf_rms": float(sf.std()),
-        "depth_rms": float(np.nanstd(obs.first_moment[:, 2])),
-        "width_rms": float(np.nanstd(np.sqrt(obs.second_moment[:, 0]))),
-    }
-
 
 def selection_score(ratios: dict[str, float]) -> float:
     """The one number that picks the best step: mean |ln(ratio)| of the fluctuation figures, with the

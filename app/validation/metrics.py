@@ -9,7 +9,10 @@ What to use when:
 - The metrics compare two :class:`~app.physics.observables.ShowerObservables` in one energy bin; each is
   >= 0 and 0 for identical samples: :func:`mse_shape` (mean normalised projections),
   :func:`moment_error` (the 3DGAN moment metric without its bugs), :func:`sampling_fraction_comparison`
-  (mean and resolution of S/Ep).
+  (mean and resolution of S/Ep), and the fluctuation figures: the hit count's mean and rms
+  (:func:`hit_count_mean_error`, :func:`hit_count_rms_error`), the rms of the shower depth and width
+  (:func:`depth_rms_error`, :func:`width_rms_error`) and the distance of the cell-energy spectra
+  (:func:`cell_spectrum_distance`).
 - :func:`compare_samples` runs every metric in every bin, and :func:`noise_floor` runs the same metrics
   between two samples of the REFERENCE (an independent second file, or random halves of the one file),
   so each figure reads as "x times the statistical floor". :func:`summarise` joins both into the
@@ -41,6 +44,7 @@ __all__ = [
     "DEFAULT_BIN_EDGES_GEV",
     "FIXED_ENERGY_RTOL",
     "FIXED_WINDOW_REL",
+    "FLUCTUATION_FIGURES",
     "METRICS",
     "MIN_SHOWERS_PER_BIN",
     "BinValues",
@@ -49,8 +53,13 @@ __all__ = [
     "MetricSpec",
     "MetricSummary",
     "SamplingFractionComparison",
+    "cell_spectrum_distance",
     "compare_samples",
+    "depth_rms_error",
     "fixed_energy",
+    "fluctuation_figures",
+    "hit_count_mean_error",
+    "hit_count_rms_error",
     "match_energies",
     "mean_normalised_projections",
     "moment_error",
@@ -59,6 +68,7 @@ __all__ = [
     "noise_floor",
     "sampling_fraction_comparison",
     "summarise",
+    "width_rms_error",
 ]
 
 DEFAULT_BIN_EDGES_GEV: Final = (1.0, 20.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0, 1000.0)
@@ -335,6 +345,69 @@ def sampling_fraction_comparison(gen: ShowerObservables, ref: ShowerObservables)
     return SamplingFractionComparison(mean_gen, mean_ref, res_gen, res_ref)
 
 
+def _spread_error(values_gen: FloatArray, values_ref: FloatArray) -> float:
+    """|rms_gen / rms_ref - 1| of one per-shower quantity (NaN ignored), dimensionless."""
+    rms_gen, rms_ref = np.nanstd(values_gen, ddof=1), np.nanstd(values_ref, ddof=1)
+    return abs(_rel_diff(float(rms_gen), float(rms_ref)))
+
+
+def hit_count_mean_error(gen: ShowerObservables, ref: ShowerObservables) -> float:
+    """|relative difference| of the mean number of hit cells (cells above the hit threshold)."""
+    return abs(_rel_diff(float(gen.hit_count.mean()), float(ref.hit_count.mean())))
+
+
+def hit_count_rms_error(gen: ShowerObservables, ref: ShowerObservables) -> float:
+    """|relative difference| of the shower-to-shower rms of the hit count."""
+    return _spread_error(gen.hit_count.astype(np.float64), ref.hit_count.astype(np.float64))
+
+
+def depth_rms_error(gen: ShowerObservables, ref: ShowerObservables) -> float:
+    """|relative difference| of the rms of the shower depth (longitudinal barycentre, layer units)."""
+    return _spread_error(gen.first_moment[:, 2], ref.first_moment[:, 2])
+
+
+def width_rms_error(gen: ShowerObservables, ref: ShowerObservables) -> float:
+    """|relative difference| of the rms of the lateral width (sqrt of the x second moment, cell units)."""
+    return _spread_error(np.sqrt(gen.second_moment[:, 0]), np.sqrt(ref.second_moment[:, 0]))
+
+
+def cell_spectrum_distance(gen: ShowerObservables, ref: ShowerObservables) -> float:
+    """1-Wasserstein distance between the cell-energy spectra above the hit threshold, in decades.
+
+    Both samples' cells above ``threshold_gev`` are pooled into the (shared) log-spaced bins of
+    ``spectrum_counts``; the distance is the area between the two normalised cumulative spectra
+    against log10(E / GeV): how far, in decades of cell energy, one spectrum must move to become
+    the other. 0 for identical spectra; shape only (the number of hits is :func:`hit_count_mean_error`).
+    """
+    edges = np.log10(gen.spectrum_edges_gev)
+    above = gen.spectrum_edges_gev[:-1] >= gen.threshold_gev
+
+    def cumulative(obs: ShowerObservables) -> FloatArray:
+        counts = obs.spectrum_counts[:, above].sum(axis=0).astype(np.float64)
+        return np.cumsum(counts) / counts.sum() if counts.sum() else np.full(counts.shape, np.nan)
+
+    widths = np.diff(edges)[above]
+    return float(np.sum(np.abs(cumulative(gen) - cumulative(ref)) * widths))
+
+
+FLUCTUATION_FIGURES: Final = ("hits_mean", "hits_rms", "sf_mean", "sf_rms", "depth_rms", "width_rms")
+"""Keys of :func:`fluctuation_figures`, in report order."""
+
+
+def fluctuation_figures(obs: ShowerObservables) -> dict[str, float]:
+    """One sample's spread figures: hit count mean and rms, S/Ep mean and rms, rms of the shower depth
+    (layer units) and of the lateral width (cell units); compare two samples by their ratios."""
+    sf = obs.sampling_fraction
+    return {
+        "hits_mean": float(obs.hit_count.mean()),
+        "hits_rms": float(obs.hit_count.std()),
+        "sf_mean": float(sf.mean()),
+        "sf_rms": float(sf.std()),
+        "depth_rms": float(np.nanstd(obs.first_moment[:, 2])),
+        "width_rms": float(np.nanstd(np.sqrt(obs.second_moment[:, 0]))),
+    }
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """A two-sample metric (>= 0, 0 when identical) with how its noise floor scales with sample size."""
@@ -362,6 +435,16 @@ METRICS: Final = (
         lambda g, r: abs(sampling_fraction_comparison(g, r).resolution_rel_diff),
         0.5,
         "|relative difference| of rms/mean of S/Ep",
+    ),
+    MetricSpec("hit_count_mean", hit_count_mean_error, 0.5, "|relative difference| of the mean hit count"),
+    MetricSpec("hit_count_rms", hit_count_rms_error, 0.5, "|relative difference| of the rms of the hit count"),
+    MetricSpec("depth_rms", depth_rms_error, 0.5, "|relative difference| of the rms of the shower depth"),
+    MetricSpec("width_rms", width_rms_error, 0.5, "|relative difference| of the rms of the lateral width"),
+    MetricSpec(
+        "cell_spectrum_distance",
+        cell_spectrum_distance,
+        0.5,
+        "1-Wasserstein distance of the cell-energy spectra above the hit threshold, decades of GeV",
     ),
 )
 """Every metric that :func:`compare_samples` and :func:`noise_floor` compute, in report order."""

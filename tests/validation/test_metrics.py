@@ -148,3 +148,29 @@ def test_distorted_sample_stands_far_above_the_floor_and_a_fair_one_does_not(
     assert fair["moment_error"] < 4
     assert shifted["mse_shape"] > 20
     assert shifted["moment_error"] > 3  # diluted: only 2 of its 6 terms see a depth shift
+
+
+def test_fluctuation_metrics_are_zero_on_itself_and_see_a_generator_without_spread() -> None:
+    from app.physics.mc import simulate_showers
+    from app.physics.observables import observe
+    from app.validation.metrics import (
+        cell_spectrum_distance,
+        depth_rms_error,
+        hit_count_mean_error,
+        hit_count_rms_error,
+        width_rms_error,
+    )
+
+    ep = np.full(60, 50.0)
+    cells = simulate_showers(ep, seed=4)
+    ref = observe(cells, ep)
+    mean_copies = observe(np.repeat(cells.mean(axis=0, keepdims=True), 60, axis=0), ep)  # the v2 failure
+    ten_times = observe(10.0 * cells, ep)
+    for metric in (hit_count_mean_error, hit_count_rms_error, depth_rms_error, width_rms_error, cell_spectrum_distance):
+        assert metric(ref, ref) == 0.0
+    assert hit_count_rms_error(mean_copies, ref) == pytest.approx(1.0)  # no spread at all
+    assert depth_rms_error(mean_copies, ref) == pytest.approx(1.0)
+    assert width_rms_error(mean_copies, ref) == pytest.approx(1.0)
+    assert hit_count_mean_error(mean_copies, ref) > 0.1  # the mean shower spreads over more cells
+    # Every cell ten times hotter: the spectrum moves by one decade (less the cells pushed over the threshold).
+    assert 0.7 < cell_spectrum_distance(ten_times, ref) < 1.05
