@@ -18,7 +18,10 @@ import time
 
 import numpy as np
 
-from app.model.training import EnergyResponse, GanTrainer, TrainConfig, hardware_description
+from app.model.training.config import TrainConfig
+from app.model.training.response import EnergyResponse
+from app.model.training.run_files import hardware_description
+from app.model.training.trainer import GanTrainer
 from app.physics.mc import simulate_showers
 
 

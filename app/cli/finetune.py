@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from app.model.fluctuation_training import FluctuationConfig
+from app.model.training.fluctuations import FluctuationConfig
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -21,6 +21,18 @@ if TYPE_CHECKING:
 DEFAULTS = FluctuationConfig()
 EXIT_STOPPED = 75
 """Exit status of a run stopped by a signal (EX_TEMPFAIL): rerun the same command to resume."""
+
+
+def _format_weights(weights: dict[str, float]) -> str:
+    return ",".join(f"{name}={value:g}" for name, value in weights.items())
+
+
+def _parse_weights(text: str) -> dict[str, float]:
+    try:
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not group=weight,... (e.g. energy=2,layers=1)") from exc
 
 
 class _BarProgress:
@@ -65,6 +77,8 @@ def finetune(
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = DEFAULTS.learning_rate,
     anchor_weight: Annotated[float, typer.Option(help="Weight of the feature-mean anchor.")] = DEFAULTS.anchor_weight,
     shape_weight: Annotated[float, typer.Option(help="Weight of the 3D mean-shower anchor.")] = DEFAULTS.shape_weight,
+    feature_weights: Annotated[str, typer.Option(help="Weight of each feature group in the energy score, "
+                                                      "group=weight,...")] = _format_weights(DEFAULTS.feature_weights),
     validate_every: Annotated[int, typer.Option(min=1, help="Steps between validations and checkpoints.")] = (
         DEFAULTS.validate_every),
     validation_showers: Annotated[int, typer.Option(min=10, help="Showers per validation energy.")] = (
@@ -74,12 +88,13 @@ def finetune(
     seed: Annotated[int, typer.Option(min=0, help="Seeds every draw of the run.")] = DEFAULTS.seed,
 ) -> None:
     """Fine-tune a generator so that its showers fluctuate like the MC's (energy score on shower features)."""
-    from app.model.fluctuation_training import run_fluctuation_training
+    from app.model.training.fluctuations import run_fluctuation_training
 
     config = FluctuationConfig(
         init_generator=str(init_generator), steps=steps, energies_per_step=energies_per_step,
         generated_per_energy=generated_per_energy, reference_per_energy=reference_per_energy,
         learning_rate=learning_rate, anchor_weight=anchor_weight, shape_weight=shape_weight,
+        feature_weights=_parse_weights(feature_weights),
         validate_every=validate_every, validation_showers=validation_showers, scale_showers=scale_showers,
         seed=seed,
     )

@@ -3,66 +3,78 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-if TYPE_CHECKING:
-    from app.physics.observables import ShowerObservables
+from app.model.training.config import TrainConfig
 
 TINY_WIDTH = 0.1
 
 
+DEFAULTS = TrainConfig()
+
+# CLI option -> TrainConfig field, where the names differ.
+_FIELD_OF_OPTION = {"lr_file_showers": "file_showers", "eager": "run_eagerly"}
+
+
 def train(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Run folder (checkpoint, metrics.csv, generator.keras).")],
     epochs: Annotated[int, typer.Option(help="Adversarial epochs (0 = warm-up only); with --resume, may be "
-                                             "raised to extend a run.")] = 30,
-    steps_per_epoch: Annotated[int, typer.Option(help="Steps per epoch (each takes batch-size real showers).")] = 100,
-    batch_size: Annotated[int, typer.Option(help="Real showers per step.")] = 128,
+                                             "raised to extend a run.")] = DEFAULTS.epochs,
+    steps_per_epoch: Annotated[int, typer.Option(help="Steps per epoch (each takes batch-size real showers).")] = (
+        DEFAULTS.steps_per_epoch),
+    batch_size: Annotated[int, typer.Option(help="Real showers per step.")] = DEFAULTS.batch_size,
     data: Annotated[str, typer.Option(help="'mc' (simulator, fresh showers each step) or a 3DGAN .h5 file or "
-                                           "folder.")] = "mc",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint, with "
-                                                          "its stored settings.")] = False,
-    seed: Annotated[int, typer.Option(help="Seeds data, noise, labels, weights and dropout.")] = 1,
+                                           "folder.")] = DEFAULTS.data,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint; options "
+                                                          "given must equal the run's own (--epochs may be "
+                                                          "raised).")] = False,
+    seed: Annotated[int, typer.Option(help="Seeds data, noise, labels, weights and dropout.")] = DEFAULTS.seed,
     tiny: Annotated[bool, typer.Option("--tiny", help=f"Width {TINY_WIDTH} networks (tests, smoke runs).")] = False,
-    width: Annotated[float, typer.Option(help="Filter multiplier (1 = the paper's networks).")] = 1.0,
+    width: Annotated[float, typer.Option(help="Filter multiplier (1 = the paper's networks).")] = DEFAULTS.width,
     warmup_steps: Annotated[int, typer.Option(help="Supervised generator steps (energy + mean profiles) "
                                                    "before epoch 1, validated every steps-per-epoch "
-                                                   "steps.")] = 0,
+                                                   "steps.")] = DEFAULTS.warmup_steps,
     init_generator: Annotated[Path | None, typer.Option(help="Start from this trained generator (generator.keras "
                                                              "or a model folder) instead of random weights.")] = None,
-    relu_from_epoch: Annotated[int, typer.Option(help="First epoch with the output ReLU (paper: 3).")] = 3,
-    narrow_energy_epochs: Annotated[int, typer.Option(help="Epochs with fake Ep in 100-400 GeV (paper: 2).")] = 2,
+    relu_from_epoch: Annotated[int, typer.Option(help="First epoch with the output ReLU (paper: 3).")] = (
+        DEFAULTS.relu_from_epoch),
+    narrow_energy_epochs: Annotated[int, typer.Option(help="Epochs with fake Ep in 100-400 GeV (paper: 2).")] = (
+        DEFAULTS.narrow_energy_epochs),
     bn_training: Annotated[bool, typer.Option("--bn-training/--bn-inference",
                                               help="BatchNorm/Dropout mode in the steps (inference = the "
                                                    "authors' effective behaviour, and what keeps the "
-                                                   "Ep conditioning; see app/model/training.py).")] = False,
+                                                   "Ep conditioning; see app/model/training).")] = (
+        DEFAULTS.bn_training),
     lr_generator: Annotated[float, typer.Option(help="Generator Adam learning rate before the decay (paper: "
-                                                    "5e-4); also the warm-up's.")] = 5e-4,
+                                                    "5e-4); also the warm-up's.")] = DEFAULTS.lr_generator,
     lr_discriminator: Annotated[float, typer.Option(help="Discriminator Adam learning rate before the decay "
-                                                        "(paper: 1e-4).")] = 1e-4,
+                                                        "(paper: 1e-4).")] = DEFAULTS.lr_discriminator,
     lr_file_showers: Annotated[int, typer.Option(help="Real showers per 'file' of the lr schedule (paper: 9000; "
-                                                      "total/600 runs the whole schedule).")] = 9000,
-    val_showers: Annotated[int, typer.Option(help="Held-out validation showers.")] = 512,
+                                                      "total/600 runs the whole schedule).")] = DEFAULTS.file_showers,
+    val_showers: Annotated[int, typer.Option(help="Held-out validation showers.")] = DEFAULTS.val_showers,
     mirrored: Annotated[bool, typer.Option("--mirrored", help="tf.distribute.MirroredStrategy over all "
                                                               "visible GPUs.")] = False,
     eager: Annotated[bool, typer.Option("--eager", help="No tf.function (skips ~1 min of tracing; slower "
-                                                        "steps).")] = False,
+                                                        "steps).")] = DEFAULTS.run_eagerly,
 ) -> None:
     """Train the Conv2D GAN; writes checkpoints each epoch and the best generator as generator.keras."""
-    from app.model.training import TrainConfig
-    from app.model.training import train as run_training
+    from app.model.training.run import train as run_training
+    from app.model.training.selection import selection_metric
 
-    config = TrainConfig(
-        data=data, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, seed=seed,
-        width=TINY_WIDTH if tiny else width, warmup_steps=warmup_steps, relu_from_epoch=relu_from_epoch,
-        init_generator=str(init_generator) if init_generator else None,
-        narrow_energy_epochs=narrow_energy_epochs, bn_training=bn_training, file_showers=lr_file_showers,
-        lr_generator=lr_generator, lr_discriminator=lr_discriminator,
-        val_showers=val_showers, run_eagerly=eager,
-    )
+    given = {
+        "data": data, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "seed": seed,
+        "width": TINY_WIDTH if tiny else width, "warmup_steps": warmup_steps, "relu_from_epoch": relu_from_epoch,
+        "init_generator": str(init_generator) if init_generator else None,
+        "narrow_energy_epochs": narrow_energy_epochs, "bn_training": bn_training, "file_showers": lr_file_showers,
+        "lr_generator": lr_generator, "lr_discriminator": lr_discriminator, "val_showers": val_showers,
+        "run_eagerly": eager,
+    }
+    config = TrainConfig(**given) if not resume else _resumed_config(ctx, out, given, tiny)
     strategy = None
     if mirrored:
         import tensorflow as tf
@@ -71,7 +83,7 @@ def train(
     console = Console(stderr=True)
     try:
         with _RichProgress(console) as progress:
-            result = run_training(config, out, resume=resume, metric=validation_metric, strategy=strategy,
+            result = run_training(config, out, resume=resume, metric=selection_metric, strategy=strategy,
                                   progress=progress)
     except KeyboardInterrupt:
         console.print(f"interrupted; the last finished epoch (or the finished warm-up) is checkpointed: "
@@ -83,43 +95,16 @@ def train(
     )
 
 
-VALIDATION_ENERGY_GROUPS = 4
-"""The held-out showers are scored in this many groups of rising Ep, and the scores averaged."""
+def _resumed_config(ctx: typer.Context, out: Path, given: dict[str, Any], tiny: bool) -> TrainConfig:
+    """The run's stored settings with the options given on this command line (to be checked against them)."""
+    from app.model.training.run_files import stored_config
 
-
-def validation_metric(gen: ShowerObservables, ref: ShowerObservables) -> dict[str, float]:
-    """The per-epoch selection metric, built on ``app.validation.metrics`` (lower is better).
-
-    ``gen`` and ``ref`` must be matched row by row (one generated shower per held-out shower, at its
-    Ep), which is how training validates. The showers are split into
-    :data:`VALIDATION_ENERGY_GROUPS` equal groups by Ep and, in each group, ``score`` = sqrt(mse_shape)
-    / RMS of the reference's mean normalised profiles (a fractional shape error) + |<S/Ep>_gen /
-    <S/Ep>_ref - 1| (a fractional energy-scale error); every value is the mean over the groups. Pooled
-    over 2-500 GeV, a generator whose shower depth does not change with Ep could still match the
-    average profile; per group it cannot. ``mse_shape`` and ``moment_error`` are logged beside it.
-    """
-    import numpy as np
-
-    if len(gen) != len(ref):
-        raise ValueError(f"validation needs matched samples, got {len(gen)} generated and {len(ref)} reference showers")
-    groups = np.array_split(np.argsort(ref.ep_gev, kind="stable"), min(VALIDATION_ENERGY_GROUPS, len(ref)))
-    per_group = [_group_scores(gen.select(rows), ref.select(rows)) for rows in groups]
-    return {name: float(np.mean([scores[name] for scores in per_group])) for name in per_group[0]}
-
-
-def _group_scores(gen: ShowerObservables, ref: ShowerObservables) -> dict[str, float]:
-    import numpy as np
-
-    from app.validation import metrics
-
-    mse = metrics.mse_shape(gen, ref)
-    ref_profiles = metrics.mean_normalised_projections(ref)
-    sf = metrics.sampling_fraction_comparison(gen, ref)
-    sf_rel_error = abs(sf.mean_gen / sf.mean_ref - 1.0) if sf.mean_ref > 0 else float("inf")
-    shape_rel = float(np.sqrt(mse / np.mean(ref_profiles**2))) if np.isfinite(mse) else float("inf")
-    moment = metrics.moment_error(gen, ref)
-    return {"score": shape_rel + sf_rel_error, "mse_shape": mse, "shape_rel_rmse": shape_rel,
-            "sf_rel_error": sf_rel_error, "moment_error": moment}
+    # Typer bundles its own click, so the source is compared by name, not by click's enum class.
+    explicit = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "") != "DEFAULT"}
+    if tiny:
+        explicit.add("width")
+    fields = {_FIELD_OF_OPTION.get(name, name) for name in explicit}
+    return TrainConfig.from_dict({**stored_config(out), **{k: v for k, v in given.items() if k in fields}})
 
 
 class _RichProgress:

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from app.errors import InvalidRequest
-from app.model.fluctuation_training import (
+from app.model.training.fluctuations import (
     CHECKPOINT_WEIGHTS,
     FluctuationConfig,
     SilentProgress,
     run_fluctuation_training,
     selection_score,
 )
-from app.model.shower_features import FEATURE_GROUPS, N_FEATURES, energy_score, shower_features
+from app.model.training.shower_features import FEATURE_GROUPS, N_FEATURES, energy_score, shower_features
 from app.physics.mc import simulate_showers
 from app.physics.observables import hit_count
 

@@ -18,7 +18,9 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from app.model.training import EnergyResponse, GanTrainer, TrainConfig
+from app.model.training.config import TrainConfig
+from app.model.training.response import EnergyResponse
+from app.model.training.trainer import GanTrainer
 
 # BN and Dropout in inference mode: per-replica batch statistics would otherwise differ from the
 # global ones, and this test is about the loss scaling and the gradient reduction.

@@ -13,23 +13,17 @@ import numpy as np
 import pytest
 
 from app.cli.main import main
-from app.cli.train import validation_metric
 from app.errors import InvalidRequest
-from app.model.training import (
-    EnergyResponse,
-    FileSource,
-    GanTrainer,
-    SimulatorSource,
-    TrainConfig,
-    calibrated_output_scale,
-    fit_energy_response,
-    learning_rate,
-    local_shape_metric,
-    shower_templates,
-    train,
-)
+from app.model.training.config import TrainConfig, learning_rate
+from app.model.training.response import EnergyResponse, fit_energy_response
+from app.model.training.run import calibrated_output_scale, train
+from app.model.training.selection import selection_metric
+from app.model.training.sources import FileSource, SimulatorSource
+from app.model.training.trainer import GanTrainer
+from app.model.training.warmup import shower_templates
 from app.physics.mc import simulate_showers
 from app.physics.observables import observe
+from app.validation.metrics import mse_shape
 from tests.model.conftest import TINY_RUN_ARGS, run_cli
 
 
@@ -120,13 +114,12 @@ def test_bad_settings_are_refused() -> None:
         TrainConfig(flip_probability=0.7)
 
 
-@pytest.mark.parametrize("metric", [local_shape_metric, validation_metric])
-def test_metrics_are_zero_for_identical_samples_and_see_an_energy_scale_error(metric: object) -> None:
+def test_selection_metric_is_zero_for_identical_samples_and_sees_an_energy_scale_error() -> None:
     ep = np.random.default_rng(1).uniform(10.0, 200.0, 60)
     ref = observe(simulate_showers(ep, seed=4), ep)
-    same = metric(ref, ref)  # type: ignore[operator]
+    same = selection_metric(ref, ref)
     assert same["score"] == pytest.approx(0.0, abs=1e-12)
-    scaled = metric(observe(1.1 * simulate_showers(ep, seed=4), ep), ref)  # type: ignore[operator]
+    scaled = selection_metric(observe(1.1 * simulate_showers(ep, seed=4), ep), ref)
     assert scaled["sf_rel_error"] == pytest.approx(0.1, rel=1e-6)
     assert scaled["score"] == pytest.approx(0.1, rel=1e-6)  # shapes unchanged by a global scale
 
@@ -137,9 +130,9 @@ def test_validation_metric_sees_a_shape_that_does_not_change_with_energy() -> No
     cells = simulate_showers(ep, seed=4)
     ref = observe(cells, ep)
     swapped = np.concatenate([cells[30:] * (10.0 / 400.0), cells[:30] * (400.0 / 10.0)])
-    pooled = local_shape_metric(observe(swapped, ep), ref)
-    grouped = validation_metric(observe(swapped, ep), ref)
-    assert pooled["profile_rel_rmse"] < 1e-6
+    pooled = mse_shape(observe(swapped, ep), ref)
+    grouped = selection_metric(observe(swapped, ep), ref)
+    assert pooled < 1e-12
     assert grouped["shape_rel_rmse"] > 0.1
 
 
@@ -191,7 +184,7 @@ def test_resume_continues_exactly_where_the_run_stopped(tiny_run: Path, training
     straight = tmp_path / "straight"  # the same run without interruption
     config = TrainConfig(data=str(training_file), epochs=2, steps_per_epoch=1, batch_size=4, val_showers=8, seed=3,
                          width=0.1, warmup_steps=1, run_eagerly=True)
-    train(config, straight, metric=validation_metric)
+    train(config, straight, metric=selection_metric)
     variables = Path("checkpoint") / "variables.npz"
     with np.load(resumed / variables) as a, np.load(straight / variables) as b:
         assert a.files == b.files
@@ -204,6 +197,16 @@ def test_fresh_run_into_a_used_folder_is_a_clear_error(tiny_run: Path, capsys: p
         main(["train", "--out", str(tiny_run), "--tiny"])
     assert exit_info.value.code == 2
     assert "already holds a training run" in capsys.readouterr().err
+
+
+def test_resume_with_other_settings_is_refused_naming_them(tiny_run: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--out", str(tiny_run), "--resume", "--lr-generator", "0.001", "--batch-size", "8"])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "lr_generator: run has 0.0005, given 0.001" in message
+    assert "batch_size: run has 4, given 8" in message
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -304,7 +307,7 @@ def test_init_generator_starts_from_the_given_weights_and_output_scale(tiny_run:
     config = TrainConfig(data=str(training_file), epochs=0, steps_per_epoch=1, batch_size=4, val_showers=8, seed=9,
                          width=0.1, warmup_steps=1, run_eagerly=True, lr_generator=1e-12,
                          init_generator=str(tiny_run))
-    result = train(config, tmp_path / "run", metric=local_shape_metric)
+    result = train(config, tmp_path / "run", metric=selection_metric)
     assert [r["steps"] for r in _rows(tmp_path / "run")] == ["0", "1"]  # the starting point is scored too
     continued = keras.models.load_model(result.generator_path)
     assert continued.get_layer("output_scale").scale == source.get_layer("output_scale").scale
@@ -324,13 +327,13 @@ def test_warm_up_only_run_resumes_into_adversarial_epochs(training_file: Path, t
     config = TrainConfig(data=str(training_file), epochs=0, steps_per_epoch=1, batch_size=4, val_showers=8, seed=3,
                          width=0.1, warmup_steps=1, run_eagerly=True)
     run = tmp_path / "run"
-    train(config, run, metric=local_shape_metric)
+    train(config, run, metric=selection_metric)
     assert json.loads((run / "checkpoint" / "state.json").read_text())["epoch"] == 0
-    result = train(dataclasses.replace(config, epochs=1), run, resume=True, metric=local_shape_metric)
+    result = train(dataclasses.replace(config, epochs=1), run, resume=True, metric=selection_metric)
     assert result.epochs_done == 1
     assert [(r["epoch"], r["phase"]) for r in _rows(run)] == [("0", "warmup"), ("1", "adversarial")]
     with pytest.raises(InvalidRequest, match="already holds"):
-        train(config, run, metric=local_shape_metric)
+        train(config, run, metric=selection_metric)
 
 
 def test_shower_templates_are_normalised_mean_showers_per_energy_bin() -> None:

@@ -5,7 +5,7 @@ E||y - mu||^2 = ||E y - mu||^2 + tr Cov(y), so it charges the generator for ever
 the best generator ignores its noise. This stage instead scores *sets*: every step draws a few primary
 energies, simulates fresh reference showers at exactly those energies with the parametric MC, generates
 showers at the same energies, and minimises the energy score between the two sets of per-shower
-features (:mod:`app.model.shower_features`): a strictly proper scoring rule, minimal only when the
+features (:mod:`app.model.training.shower_features`): a strictly proper scoring rule, minimal only when the
 generated conditional distribution equals the reference one. Two anchors keep the mean physics of the
 starting generator: the batch mean of the standardised features towards the reference mean at that
 Ep, and the batch-mean normalised 3D shower towards the reference mean shower of its Ep bin.
@@ -26,7 +26,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +38,8 @@ import numpy as np
 
 from app.errors import InvalidRequest
 from app.model.latent import latent_vectors
-from app.model.shower_features import (
+from app.model.training.run_files import save_npz, write_json
+from app.model.training.shower_features import (
     N_FEATURES,
     FeatureScale,
     energy_score,
@@ -374,24 +374,6 @@ def _stop_requests() -> Iterator[Callable[[], bool]]:
             signal.signal(signum, handler)
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    write(temporary)
-    os.replace(temporary, path)
-
-
-def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    def write(temporary: Path) -> None:
-        with open(temporary, "wb") as f:
-            np.savez(f, **arrays)
-
-    _atomic_write(path, write)
-
-
-def _save_json(path: Path, data: dict[str, Any]) -> None:
-    _atomic_write(path, lambda temporary: temporary.write_text(json.dumps(data, indent=2), encoding="utf-8"))
-
-
 def _check_same_settings(run_dir: Path, config: FluctuationConfig) -> None:
     stored = json.loads((run_dir / RUN_CONFIG_FILE).read_text(encoding="utf-8"))["config"]
     changed = {k: (stored.get(k), v) for k, v in config.to_dict().items() if stored.get(k) != v}
@@ -455,7 +437,7 @@ def run_fluctuation_training(
         with np.load(run_dir / CHECKPOINT_WEIGHTS) as arrays:
             trainer.load_state(dict(arrays))
     else:
-        _save_json(run_dir / RUN_CONFIG_FILE, {"config": config.to_dict(), "mc_version": MC_VERSION})
+        write_json(run_dir / RUN_CONFIG_FILE, {"config": config.to_dict(), "mc_version": MC_VERSION})
         state = {"step": 0, "wall_s": 0.0, "best_step": 0, "best_score": None}
         row = {"step": 0, **_validate(trainer, reference, config.seed)}
         _record(run_dir, trainer, state, row, progress)
@@ -486,7 +468,7 @@ def _record(run_dir: Path, trainer: FluctuationTrainer, state: dict[str, Any], r
     best = state["best_score"] is None or row["val_score"] < state["best_score"]
     if best:
         state["best_score"], state["best_step"] = row["val_score"], row["step"]
-        _save_arrays(run_dir / BEST_WEIGHTS, trainer.state())
+        save_npz(run_dir / BEST_WEIGHTS, trainer.state())
     row = {**row, "best": int(best), "wall_s": round(state["wall_s"], 1)}
     path = run_dir / METRICS_FILE
     new_file = not path.is_file()
@@ -504,8 +486,8 @@ def _record(run_dir: Path, trainer: FluctuationTrainer, state: dict[str, Any], r
 def _checkpoint(run_dir: Path, trainer: FluctuationTrainer, state: dict[str, Any]) -> None:
     """Weights first, then the state that points at them: a kill between the two loses one step, never
     pairs a state with the wrong weights."""
-    _save_arrays(run_dir / CHECKPOINT_WEIGHTS, trainer.state())
-    _save_json(run_dir / CHECKPOINT_STATE, state)
+    save_npz(run_dir / CHECKPOINT_WEIGHTS, trainer.state())
+    write_json(run_dir / CHECKPOINT_STATE, state)
 
 
 def _finish(run_dir: Path, trainer: FluctuationTrainer, config: FluctuationConfig, state: dict[str, Any]) -> None:
@@ -515,11 +497,11 @@ def _finish(run_dir: Path, trainer: FluctuationTrainer, config: FluctuationConfi
     trainer.generator.save(run_dir / GENERATOR_FILE)
     scale_layer = trainer.generator.get_layer("output_scale")
     shots = config.energies_per_step * (config.generated_per_energy + config.reference_per_energy)
-    _save_json(run_dir / RUN_CONFIG_FILE, {
+    write_json(run_dir / RUN_CONFIG_FILE, {
         "config": config.to_dict(), "mc_version": MC_VERSION,
         "export": {"width": 1.0, "output_scale": float(scale_layer.scale)},
     })
-    _save_json(run_dir / SUMMARY_FILE, {
+    write_json(run_dir / SUMMARY_FILE, {
         "stage": "distribution matching (energy score on per-shower features)",
         "data": f"calogan mc (parametric simulator, MC_VERSION {MC_VERSION})",
         "epochs_done": state["step"],
