@@ -77,6 +77,10 @@ def finetune(
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = DEFAULTS.learning_rate,
     anchor_weight: Annotated[float, typer.Option(help="Weight of the feature-mean anchor.")] = DEFAULTS.anchor_weight,
     shape_weight: Annotated[float, typer.Option(help="Weight of the 3D mean-shower anchor.")] = DEFAULTS.shape_weight,
+    spread_weight: Annotated[float, typer.Option(help="Weight of the per-feature spread term.")] = (
+        DEFAULTS.spread_weight),
+    energy_anchor_weight: Annotated[float, typer.Option(help="Quadratic weight on the mean log(S/Ep) offset.")] = (
+        DEFAULTS.energy_anchor_weight),
     feature_weights: Annotated[str, typer.Option(help="Weight of each feature group in the energy score, "
                                                       "group=weight,...")] = _format_weights(DEFAULTS.feature_weights),
     validate_every: Annotated[int, typer.Option(min=1, help="Steps between validations and checkpoints.")] = (
@@ -94,6 +98,7 @@ def finetune(
         init_generator=str(init_generator), steps=steps, energies_per_step=energies_per_step,
         generated_per_energy=generated_per_energy, reference_per_energy=reference_per_energy,
         learning_rate=learning_rate, anchor_weight=anchor_weight, shape_weight=shape_weight,
+        spread_weight=spread_weight, energy_anchor_weight=energy_anchor_weight,
         feature_weights=_parse_weights(feature_weights),
         validate_every=validate_every, validation_showers=validation_showers, scale_showers=scale_showers,
         seed=seed,

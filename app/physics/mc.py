@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +39,21 @@ from app.physics.primaries import check_primary_energies
 
 MC_VERSION = "1.0"
 """Bumped whenever the physics or the calibrated constants change; written into every file."""
+
+MIP_MPV_GEV: Final = 1.40e-4
+"""Most probable energy loss of a relativistic track in 0.5 mm silicon, GeV (PDG 34.2.9: about
+0.28 keV/um for 500 um on the Fermi plateau; the Geant4 files' single-track peak in layer 0 sits at
+0.14 MeV)."""
+
+MIP_XI_GEV: Final = 8.9e-6
+"""Landau width parameter xi = (K/2) (Z/A) rho x of 0.5 mm silicon, GeV (K/2 = 0.1535 MeV cm^2/g,
+Z/A = 0.4985, rho x = 0.1165 g/cm^2)."""
+
+MIP_MEAN_GEV: Final = MIP_MPV_GEV + MIP_XI_GEV * (np.euler_gamma + np.log(2.0))
+"""Mean of :func:`landau_mip_gev`, GeV."""
+
+PAD_CENTRE: Final = SHOWER_SHAPE[0] // 2
+"""Index of the pad the beam hits (the gun aims at its centre)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,36 @@ class ShowerParameters:
         Gaussian rms of the impact point around the centre of the central cell, mm (0 = fixed gun).
     threshold_gev : float
         Cells with less visible energy are set to zero, GeV.
+    early_fraction : float
+        Share of Ep carried by the early component of the longitudinal profile at Ep = 100 GeV
+        (docs/mc.md, "The first layers"): the primary's first hard photons and their conversions,
+        a Gamma(``early_alpha``) profile from the face with mean depth ``early_depth_x0``.
+    early_energy_slope : float
+        The early share scales as (Ep / 100 GeV)^-slope (its absolute energy grows slower than Ep).
+    early_alpha : float
+        Gamma shape of the early component (2 = linear onset, as the first pair multiplication).
+    early_depth_x0 : float
+        Mean depth of the early component, X0.
+    primary_track_x0 : float
+        Mean of the exponential depth, X0, up to which the primary is one identifiable charged track;
+        it leaves one Landau-distributed MIP deposit in the impact pad of every sensor before that.
+    back_plate_share : float
+        Share of a sensor's visible energy made by soft electrons from the plate behind it
+        (the next layer's absorber) when that plate is 2.4 mm thick. The last sensor has no plate
+        behind it and lacks that share.
+    thick_back_plate_share : float
+        The same share behind a 4.8 mm plate (layers 16-23) and for the last sensor: a thicker plate
+        converts more of the late, soft photons near its surface, so more comes back.
+    early_shape : float
+        Gamma shape of a per-shower factor (mean 1, variance 1 / shape) on the early component: how
+        much the primary radiates before the shower proper starts varies from shower to shower.
+    tail_fraction : float
+        Share of Ep carried on past the main profile by photons near the minimum of tungsten's
+        attenuation coefficient (about 4 MeV), which travel an extra Exp(``tail_length_x0``) path.
+    tail_length_x0 : float
+        Mean extra path of those photons, X0 (1 / (mu_min X0) = 3.7 X0 for tungsten, NIST XCOM).
+    tail_energy_slope : float
+        The tail share scales as (Ep / 100 GeV)^slope.
     """
 
     visible_scale: float = 1.0
@@ -92,6 +137,17 @@ class ShowerParameters:
     k4: float = 0.0421
     impact_spread_mm: float = 0.0
     threshold_gev: float = 1e-6
+    early_fraction: float = 0.0
+    early_energy_slope: float = 0.5
+    early_alpha: float = 2.0
+    early_depth_x0: float = 2.0
+    primary_track_x0: float = 0.0
+    back_plate_share: float = 0.0
+    thick_back_plate_share: float = 0.0
+    early_shape: float = 1e6
+    tail_fraction: float = 0.0
+    tail_length_x0: float = 3.7
+    tail_energy_slope: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The constants as plain floats, for file metadata."""
@@ -106,8 +162,11 @@ class ShowerParameters:
 # sum/Ep 3.7 % high at 400 GeV, beyond the 3 % acceptance, because the profile bins outvoted it;
 # sigma_ln_t_scale went back to GFlash's 1.0, as the lower thick-layer response widened sum/Ep.
 CALIBRATED = ShowerParameters(
-    visible_scale=1.165, thick_visible_scale=0.88, spot_energy_gev=0.0155, start_depth_x0=0.297,
-    depth_scale=0.970, sigma_ln_t_scale=1.0, radius_scale=1.069, core_fraction_scale=0.977,
+    visible_scale=1.1602, thick_visible_scale=1.0388, spot_energy_gev=0.0153, start_depth_x0=0.6824,
+    depth_scale=0.9402, radius_scale=1.0738, core_fraction_scale=0.9543, k4=0.0235, early_fraction=0.0019,
+    early_energy_slope=0.6075, early_depth_x0=1.6237, primary_track_x0=4.2527, back_plate_share=0.4469,
+    tail_fraction=0.0987, tail_length_x0=4.2122, tail_energy_slope=0.1049, early_alpha=2.0471,
+    sigma_ln_t_scale=1.0, thick_back_plate_share=0.5, early_shape=4.0,
 )
 
 
@@ -141,6 +200,11 @@ class ShowerSimulator:
         self._moliere_mm = np.array([c.moliere_radius_mm for c in LAYER_CELLS])
         self._inv_fs = np.array([1.0 / c.samplings_per_x0 for c in LAYER_CELLS])
         self._edges_mm = cell_edges_mm()
+        thickness_x0 = layer_thickness_x0()
+        self._behind_depth_ratio = thickness_x0[:-1] / thickness_x0[1:]
+        thick_behind = np.append(thickness_x0[1:] > thickness_x0[0], True)  # the last sensor counts as thick
+        self._back_plate_shares = np.where(thick_behind, params.thick_back_plate_share, params.back_plate_share)
+        self._visible_per_deposit = params.visible_scale * self._visible_fraction * self._thick_factor
 
     def simulate(self, ep_gev: npt.ArrayLike, rng: np.random.Generator) -> FloatArray:
         """Simulate one shower per primary energy.
@@ -174,10 +238,29 @@ class ShowerSimulator:
             yield self.simulate(chunk, rng), chunk.astype(np.float32)
 
     def _simulate_batch(self, ep: FloatArray, rng: np.random.Generator) -> FloatArray:
-        profile = self.longitudinal_parameters(ep, rng)
-        layer_gev = self.layer_energies(ep, profile)
-        lateral = self.lateral_fractions(ep, profile, rng)
-        return self._spot_fluctuations(layer_gev[:, None, None, :] * lateral, rng)
+        # Two streams: the per-shower draws (profile, impact, primary track) come from their own, so
+        # that a small change of a constant changes the showers smoothly; the cell-level Poisson draws
+        # consume a varying number of random numbers and would otherwise reshuffle everything after them.
+        shower_rng, cell_rng = rng.spawn(2)
+        profile = self.longitudinal_parameters(ep, shower_rng)
+        main_gev, early_gev = self.layer_energies(ep, profile)
+        lateral = self.lateral_fractions(ep, profile, shower_rng)
+        track_gev = self.primary_track(len(ep), shower_rng)
+        own = main_gev[:, None, None, :] * lateral
+        share = self._back_plate_shares
+        # Soft electrons leave the plate behind only from its first millimetres, so the share follows
+        # that plate's deposit per X0 (times this cell's depth), not its whole deposit: the first
+        # 4.8 mm plate must not double what the last 2.4 mm sensor receives. The last sensor has no
+        # plate behind it.
+        from_behind = np.zeros_like(own)
+        from_behind[..., :-1] = own[..., 1:] * self._behind_depth_ratio
+        deposit_gev = (1.0 - share) * own + share * from_behind
+        visible = self._spot_fluctuations(deposit_gev, cell_rng)
+        early_visible_gev = early_gev[:, None, None, :] * lateral * self._visible_per_deposit
+        visible += self._track_fluctuations(early_visible_gev, cell_rng)
+        visible[:, PAD_CENTRE, PAD_CENTRE, :] += track_gev
+        visible[visible < self.params.threshold_gev] = 0.0
+        return visible.astype(np.float32)
 
     # -- longitudinal ---------------------------------------------------------------------------
 
@@ -188,8 +271,9 @@ class ShowerSimulator:
         -------
         dict of ndarray, each shape (N,)
             ``t_max_x0`` (depth of the maximum T, X0), ``alpha``, ``beta`` (1/X0),
-            ``alpha_mean`` (exp<ln alpha>, used for the radial depth variable tau) and
-            ``start_x0`` (depth where the profile starts, X0).
+            ``alpha_mean`` (exp<ln alpha>, used for the radial depth variable tau),
+            ``start_x0`` (depth where the profile starts, X0) and ``early_weight`` (share of Ep in
+            the early component, see :meth:`layer_energies`).
 
         Notes
         -----
@@ -213,27 +297,59 @@ class ShowerSimulator:
         common, opposite = np.sqrt((1 + rho) / 2) * z1, np.sqrt((1 - rho) / 2) * z2
         t_max = np.maximum(np.exp(mean_ln_t + sigma_t * (common + opposite)), 1.0) * p.depth_scale
         alpha = np.maximum(np.exp(mean_ln_alpha + sigma_alpha * (common - opposite)), 1.1)
+        early_factor = rng.gamma(p.early_shape, 1.0 / p.early_shape, len(ep))
+        early = np.clip(p.early_fraction * (ep / 100.0) ** -p.early_energy_slope * early_factor, 0.0, 0.5)
         return {
             "t_max_x0": t_max,
             "alpha": alpha,
             "beta": (alpha - 1.0) / t_max,
             "alpha_mean": np.exp(mean_ln_alpha),
             "start_x0": start,
+            "early_weight": early,
         }
 
-    def layer_energies(self, ep: FloatArray, profile: dict[str, FloatArray]) -> FloatArray:
-        """Energy deposited (all materials) in each layer's sampling cell, GeV; shape (N, 25).
+    def layer_energies(self, ep: FloatArray, profile: dict[str, FloatArray]) -> tuple[FloatArray, FloatArray]:
+        """Energy deposited (all materials) in each layer's sampling cell, GeV, by the shower's components.
 
-        E_k = E_p [P(alpha, beta t_k) - P(alpha, beta t_{k-1})] with P the regularised lower
-        incomplete gamma function and t counted from the shower start; energy behind the last
-        layer leaks out.
+        Returns
+        -------
+        main_gev, early_gev : ndarray, each shape (N, 25)
+            ``main_gev``: the Gamma profile from the shower start, E_p (1 - w_e - w_t) [P(alpha, beta t_k)
+            - P(alpha, beta t_{k-1})] (P the regularised lower incomplete gamma function), plus its
+            photon tail w_t E_p (see :func:`_gamma_plus_exponential_cdf`). ``early_gev``: the early component
+            w_e E_p [P(a_e, b_e t_k) - P(a_e, b_e t_{k-1})] from the face (a_e = ``early_alpha``, mean
+            depth a_e / b_e = ``early_depth_x0``). w_e is ``early_weight``, w_t = ``tail_fraction``
+            (Ep / 100 GeV)^``tail_energy_slope``.
+            Energy behind the last layer leaks out.
         """
+        p = self.params
         a = profile["alpha"][:, None]
         b = profile["beta"][:, None]
         start = profile["start_x0"][:, None]
+        w_early = profile["early_weight"][:, None]
         back = np.maximum(self._t_back_x0 - start, 0.0)
         front = np.maximum(self._t_front_x0 - start, 0.0)
-        return ep[:, None] * (gammainc(a, b * back) - gammainc(a, b * front))
+        gamma = gammainc(a, b * back) - gammainc(a, b * front)
+        rate = np.minimum(1.0 / p.tail_length_x0, 0.9 * b)
+        tail = _gamma_plus_exponential_cdf(a, b, rate, back) - _gamma_plus_exponential_cdf(a, b, rate, front)
+        w_tail = np.clip(p.tail_fraction * (ep[:, None] / 100.0) ** p.tail_energy_slope, 0.0, 0.5)
+        main = ep[:, None] * ((1.0 - w_early - w_tail) * gamma + w_tail * tail)
+        b_early = p.early_alpha / p.early_depth_x0
+        early_share = gammainc(p.early_alpha, b_early * self._t_back_x0) - gammainc(
+            p.early_alpha, b_early * self._t_front_x0
+        )
+        return main, w_early * ep[:, None] * early_share[None, :]
+
+    def primary_track(self, n_showers: int, rng: np.random.Generator) -> FloatArray:
+        """The primary electron's own ionisation in the impact pad, visible GeV; shape (N, 25).
+
+        The primary stays one charged track up to a depth t_0 + Exp(``primary_track_x0``) (t_0 = the
+        first sensor, which it always crosses) and leaves one Landau MIP (:func:`landau_mip_gev`) in
+        every sensor before that.
+        """
+        end_x0 = self._t_back_x0[0] + rng.exponential(self.params.primary_track_x0, n_showers)
+        crossed = self._t_back_x0[None, :] <= end_x0[:, None]
+        return np.where(crossed, landau_mip_gev(rng, crossed.shape), 0.0)
 
     # -- lateral --------------------------------------------------------------------------------
 
@@ -288,7 +404,7 @@ class ShowerSimulator:
     # -- cell fluctuations ----------------------------------------------------------------------
 
     def _spot_fluctuations(self, mean_deposit_gev: FloatArray, rng: np.random.Generator) -> FloatArray:
-        """Compound Poisson-Gamma cell energies around the mean deposit, in visible GeV (float32).
+        """Compound Poisson-Gamma cell energies around the mean deposit, in visible GeV (float64).
 
         n ~ Poisson(deposit / spot energy) spots per cell, each with Gamma(spot_shape) energy; the
         sum of n such spots is Gamma(n * spot_shape), so one draw per cell suffices.
@@ -298,9 +414,40 @@ class ShowerSimulator:
         hit = spots > 0
         deposit = np.zeros(mean_deposit_gev.shape, dtype=np.float64)
         deposit[hit] = rng.gamma(spots[hit] * p.spot_shape) * (p.spot_energy_gev / p.spot_shape)
-        visible = deposit * (p.visible_scale * self._visible_fraction * self._thick_factor)
-        visible[visible < p.threshold_gev] = 0.0
-        return visible.astype(np.float32)
+        return deposit * self._visible_per_deposit
+
+    def _track_fluctuations(self, mean_visible_gev: FloatArray, rng: np.random.Generator) -> FloatArray:
+        """Cells crossed by n ~ Poisson(mean / MIP mean) charged tracks, each a Landau MIP; visible GeV.
+
+        Used for the early component, whose energy reaches the silicon as a few separate tracks
+        (the primary's first pairs), not as the many soft particles of a developed shower.
+        """
+        tracks = rng.poisson(mean_visible_gev / MIP_MEAN_GEV)
+        visible = np.zeros(mean_visible_gev.shape, dtype=np.float64)
+        hit = np.flatnonzero(tracks)
+        counts = tracks.ravel()[hit]
+        np.add.at(visible.reshape(-1), np.repeat(hit, counts), landau_mip_gev(rng, int(counts.sum())))
+        return visible
+
+
+def landau_mip_gev(rng: np.random.Generator, shape: int | tuple[int, ...]) -> FloatArray:
+    """Energy a minimum-ionising track leaves in one 0.5 mm silicon sensor, GeV (Landau-like).
+
+    The Moyal approximation of the Landau distribution, MPV - xi ln(Z^2) with Z standard normal:
+    most probable value ``MIP_MPV_GEV`` and width ``MIP_XI_GEV``. Its high tail is lighter than
+    Landau's (no single hard delta ray), which is what a 5 mm pad that contains most delta rays sees.
+    """
+    return MIP_MPV_GEV - MIP_XI_GEV * np.log(rng.standard_normal(shape) ** 2)
+
+
+def _gamma_plus_exponential_cdf(alpha: FloatArray, beta: FloatArray, rate: FloatArray, t: FloatArray) -> FloatArray:
+    """P(X + Y <= t) for X ~ Gamma(alpha, rate beta) and Y ~ Exp(rate), rate < beta (all per X0).
+
+    P(alpha, beta t) - exp(-rate t) (beta / (beta - rate))^alpha P(alpha, (beta - rate) t): the depth
+    profile of energy that follows the Gamma profile and then travels an exponential path.
+    """
+    shrink = beta - rate
+    return gammainc(alpha, beta * t) - np.exp(alpha * np.log(beta / shrink) - rate * t) * gammainc(alpha, shrink * t)
 
 
 def _clamped_inverse(denominator: FloatArray) -> FloatArray:

@@ -9,7 +9,18 @@ from scipy.integrate import dblquad
 from app.errors import InvalidRequest
 from app.physics.detector import SHOWER_SHAPE, cell_edges_mm
 from app.physics.io import read_showers
-from app.physics.mc import CALIBRATED, ShowerSimulator, _centred_pad_fractions, _pad_fractions, simulate_showers
+from app.physics.mc import (
+    CALIBRATED,
+    MIP_MPV_GEV,
+    PAD_CENTRE,
+    ShowerSimulator,
+    _centred_pad_fractions,
+    _gamma_plus_exponential_cdf,
+    _pad_fractions,
+    landau_mip_gev,
+    simulate_showers,
+    with_overrides,
+)
 
 G4_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "g4"
 
@@ -90,6 +101,38 @@ def test_shower_maximum_follows_ln_e_over_ec(showers_100gev: np.ndarray) -> None
     assert 10 <= int(np.argmax(showers_100gev.sum(axis=(0, 1, 2)))) <= 14
 
 
+def test_landau_mip_peaks_at_its_most_probable_value_with_a_high_tail() -> None:
+    mip = landau_mip_gev(np.random.default_rng(0), 200_000)
+    counts, edges = np.histogram(mip, bins=np.linspace(0.5e-4, 3e-4, 251))
+    mode = edges[np.argmax(counts)]
+    assert mode == pytest.approx(MIP_MPV_GEV, abs=3e-6)
+    assert np.mean(mip) > np.median(mip) > mode  # skewed to high losses, like Landau's
+
+
+def test_every_shower_leaves_at_least_the_primary_track_in_the_first_layer() -> None:
+    cells = simulate_showers(np.full(300, 20.0), seed=5)
+    # The primary always crosses the first sensor: one MIP at least, never an empty impact pad.
+    assert (cells[:, PAD_CENTRE, PAD_CENTRE, 0] > 0.5 * MIP_MPV_GEV).all()
+
+
+def test_the_last_sensor_lacks_the_back_plate_share() -> None:
+    ep = np.full(300, 100.0)
+    base = with_overrides(CALIBRATED, thick_back_plate_share=0.0)
+    shared = with_overrides(CALIBRATED, thick_back_plate_share=0.4)
+    last = [ShowerSimulator(p).simulate(ep, np.random.default_rng(1))[..., -1].sum() for p in (base, shared)]
+    # Nothing behind the last plate: the share it gives away is not given back.
+    assert last[1] / last[0] == pytest.approx(0.6, rel=0.05)
+
+
+def test_gamma_plus_exponential_cdf_is_the_convolution() -> None:
+    rng = np.random.default_rng(3)
+    alpha, beta, rate = 4.0, 0.5, 0.25
+    depth = rng.gamma(alpha, 1.0 / beta, 400_000) + rng.exponential(1.0 / rate, 400_000)
+    t = np.array([2.0, 8.0, 15.0, 30.0])
+    expected = [(depth <= x).mean() for x in t]
+    assert _gamma_plus_exponential_cdf(alpha, beta, rate, t) == pytest.approx(expected, abs=3e-3)
+
+
 G4_FILES = {10.0: "g4_e10GeV_n300.h5", 50.0: "g4_e50GeV_n200.h5", 100.0: "g4_e100GeV_n150.h5",
             200.0: "g4_e200GeV_n80.h5", 400.0: "g4_e400GeV_n40.h5"}
 
@@ -102,14 +145,19 @@ def test_calibrated_simulator_meets_the_acceptance_targets_against_geant4(ep_gev
     g4 = read_showers(path).cells_gev
     mc = simulate_showers(np.full(400, ep_gev), seed=int(ep_gev))
 
-    def figures(cells: np.ndarray) -> tuple[float, float, int, float]:
+    def figures(cells: np.ndarray) -> tuple[float, float, int, float, np.ndarray, float]:
         total = cells.sum(axis=(1, 2, 3))
-        return (total.mean() / ep_gev, total.std() / total.mean(),
-                int(np.argmax(cells.sum(axis=(0, 1, 2)))), float((cells > 1e-4).sum(axis=(1, 2, 3)).mean()))
+        layer_share = (cells.sum(axis=(1, 2)) / total[:, None]).mean(axis=0)
+        core_share = (cells[:, 11:14, 11:14].sum(axis=(1, 2, 3)) / total).mean()
+        return (total.mean() / ep_gev, total.std() / total.mean(), int(np.argmax(cells.sum(axis=(0, 1, 2)))),
+                float((cells > 1e-4).sum(axis=(1, 2, 3)).mean()), layer_share[[0, 1, 2, 24]], float(core_share))
 
-    sf_g4, rms_g4, max_g4, hits_g4 = figures(g4)
-    sf_mc, rms_mc, max_mc, hits_mc = figures(mc)
+    sf_g4, rms_g4, max_g4, hits_g4, edges_g4, core_g4 = figures(g4)
+    sf_mc, rms_mc, max_mc, hits_mc, edges_mc, core_mc = figures(mc)
     assert sf_mc == pytest.approx(sf_g4, rel=0.03)
     assert abs(max_mc - max_g4) <= 1
     assert rms_mc == pytest.approx(rms_g4, rel=0.25)
     assert hits_mc == pytest.approx(hits_g4, rel=0.25)
+    # The first layers (primary track, early conversions, back-plate share), the last layer, the core.
+    assert edges_mc == pytest.approx(edges_g4, rel=0.15)
+    assert core_mc == pytest.approx(core_g4, abs=0.005)

@@ -81,6 +81,12 @@ class FluctuationConfig:
         Adam learning rate (betas 0.5, 0.9, as for GAN generators).
     anchor_weight, shape_weight : float
         Weights of the feature-mean anchor and the 3D mean-shower anchor, relative to the energy score.
+    energy_anchor_weight : float
+        Extra quadratic weight on the batch-mean log(S / Ep) offset: the energy scale is the one mean
+        a fluctuation gain must never buy (without it the scale drifted by +40 % in 150 steps).
+    spread_weight : float
+        Weight of the spread term: each standardised feature's standard deviation over the showers
+        generated at one Ep, pulled to the reference's (1 after standardisation).
     feature_weights : dict of str to float
         Weight of each feature group in the distances (see ``shower_features.FEATURE_GROUPS``).
     energy_range_gev : tuple of float
@@ -105,8 +111,10 @@ class FluctuationConfig:
     learning_rate: float = 5e-5
     anchor_weight: float = 1.0
     shape_weight: float = 1.0
+    energy_anchor_weight: float = 20.0
+    spread_weight: float = 3.0
     feature_weights: dict[str, float] = field(
-        default_factory=lambda: {"energy": 2.0, "layers": 1.0, "depth": 1.0, "lateral": 1.0, "hits": 1.0,
+        default_factory=lambda: {"energy": 2.0, "layers": 2.0, "depth": 3.0, "lateral": 0.5, "hits": 1.0,
                                  "spectrum": 1.0}
     )
     energy_range_gev: tuple[float, float] = (2.0, 500.0)
@@ -258,11 +266,13 @@ class FluctuationTrainer:
             # standard deviations off does not outweigh the energy score.
             offset = tf.reduce_mean(gen, axis=1)
             anchor = tf.reduce_mean(tf.reduce_sum(tf.sqrt(1.0 + offset**2) - 1.0, axis=-1))
+            anchor += c.energy_anchor_weight * tf.reduce_mean(offset[:, 0] ** 2)  # column 0 is log(S / Ep)
+            spread = self._spread_error(gen)
             shape = self._shape_error(cells, batch["templates"], n_gen)
-            loss = score + c.anchor_weight * anchor + c.shape_weight * shape
+            loss = score + c.anchor_weight * anchor + c.spread_weight * spread + c.shape_weight * shape
         variables = self.generator.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        return {"loss": loss, "energy_score": score, "anchor": anchor, "shape": shape}
+        return {"loss": loss, "energy_score": score, "anchor": anchor, "spread": spread, "shape": shape}
 
     def _standardised(self, features: Any, batch: dict[str, Any], per_energy: int) -> Any:
         """(features - reference mean at Ep) / reference std of the Ep bin, times the group weights."""
@@ -270,6 +280,19 @@ class FluctuationTrainer:
         mean = tf.repeat(batch["feature_mean"], per_energy, axis=0)
         std = tf.repeat(batch["feature_std"], per_energy, axis=0)
         return (features - mean) / std * self._column_weights
+
+    def _spread_error(self, gen: Any) -> Any:
+        """Sum over features of (std of the generated showers at one Ep - reference std)^2, both in
+        weighted standardised units (the reference std is the column weight); mean over the energies.
+
+        The energy score alone rewards spread in whatever direction is cheapest while the means are
+        still far off (its within-sample term); this term asks for the reference spread feature by
+        feature, which is what the fluctuation figures measure."""
+        tf = self._tf
+        n = tf.cast(tf.shape(gen)[1], tf.float32)
+        variance = tf.reduce_sum((gen - tf.reduce_mean(gen, axis=1, keepdims=True)) ** 2, axis=1) / (n - 1.0)
+        std = tf.sqrt(variance + 1e-8)
+        return tf.reduce_mean(tf.reduce_sum((std - self._column_weights) ** 2, axis=-1))
 
     def _shape_error(self, cells: Any, templates: Any, per_energy: int) -> Any:
         """Relative squared error of each energy's batch-mean normalised shower against its template."""
@@ -472,7 +495,7 @@ def _record(run_dir: Path, trainer: FluctuationTrainer, state: dict[str, Any], r
     row = {**row, "best": int(best), "wall_s": round(state["wall_s"], 1)}
     path = run_dir / METRICS_FILE
     new_file = not path.is_file()
-    columns = ["step", "loss", "energy_score", "anchor", "shape", "val_score", "best", "wall_s"]
+    columns = ["step", "loss", "energy_score", "anchor", "spread", "shape", "val_score", "best", "wall_s"]
     columns += sorted(k for k in row if "_ratio_" in k)
     with open(path, "a", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", restval="")

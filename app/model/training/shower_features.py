@@ -26,6 +26,11 @@ SPECTRUM_LOG10_EDGES_GEV: Final = np.linspace(-4.0, 0.0, 9)
 SOFT_WIDTH_LOG: Final = 0.3
 """Width of the sigmoid steps, in natural-log units of cell energy (a 35 % change in energy)."""
 
+SURROGATE_WIDTH_GEV: Final = 0.01
+"""Width of the linear sigmoid whose gradient the hit count borrows (see :func:`shower_features`): the
+shipped v2 generator's empty cells sit at -0.03 GeV before its final ReLU (median), 300 thresholds
+below, where the log-space step has no gradient at all."""
+
 FEATURE_GROUPS: Final = {
     "energy": 1,  # log(S / Ep)
     "layers": N_LAYERS,  # share of S in each layer
@@ -91,8 +96,8 @@ def shower_features(cells_gev: Any, ep_gev: Any, *, pre_relu_gev: Any | None = N
     ep_gev : tf.Tensor, shape (B,)
         Primary energies, GeV.
     pre_relu_gev : tf.Tensor, shape (B, 25, 25, 25), optional
-        The generator's output before its final ReLU, for the soft counts: a cell below zero still gets
-        a gradient towards the threshold from its distance to it. Default: ``cells_gev``.
+        The generator's output before its final ReLU, for the soft counts; with it the hit count's
+        gradient reaches cells below zero (``SURROGATE_WIDTH_GEV``). Default: ``cells_gev``.
 
     Returns
     -------
@@ -112,6 +117,11 @@ def shower_features(cells_gev: Any, ep_gev: Any, *, pre_relu_gev: Any | None = N
     counted = cells if pre_relu_gev is None else tf.cast(pre_relu_gev, tf.float32)
     log_e = tf.math.log(tf.nn.relu(counted) + 1e-9)
     soft_hits = tf.reduce_sum(tf.sigmoid((log_e - np.log(DEFAULT_HIT_THRESHOLD_GEV)) / SOFT_WIDTH_LOG), axis=[1, 2, 3])
+    if pre_relu_gev is not None:
+        # Straight-through surrogate: the value stays the log-space count, the gradient is that of a
+        # wide linear step, which still reaches cells far below zero.
+        wide = tf.reduce_sum(tf.sigmoid((counted - DEFAULT_HIT_THRESHOLD_GEV) / SURROGATE_WIDTH_GEV), axis=[1, 2, 3])
+        soft_hits += wide - tf.stop_gradient(wide)
     edges = SPECTRUM_LOG10_EDGES_GEV * np.log(10.0)
     above = tf.stack([tf.sigmoid((log_e - edge) / SOFT_WIDTH_LOG) for edge in edges], axis=-1)
     spectrum = tf.reduce_sum(above[..., :-1] - above[..., 1:], axis=[1, 2, 3])
