@@ -37,7 +37,7 @@ from app.physics.detector import (
 )
 from app.physics.primaries import check_primary_energies
 
-MC_VERSION = "1.0"
+MC_VERSION = "2.0"
 """Bumped whenever the physics or the calibrated constants change; written into every file."""
 
 MIP_MPV_GEV: Final = 1.40e-4
@@ -154,18 +154,18 @@ class ShowerParameters:
         return asdict(self)
 
 
-# Fit: tools/calibrate_mc.py (Nelder-Mead on sum/Ep, its rms/mean, hit count > 1e-4 GeV and the
-# mean normalised layer and x profiles; floors in its GROUPS) to the Geant4 samples
-# shared/data/g4/g4_e{10,50,100,200,400}GeV_*.h5 (Geant4 11.4.p01, opt0 EM), MC_VERSION 1.0; chi2
-# 1475 for 265 targets. Then the thin/thick visible split was re-solved on sum/Ep alone
-# (thick_visible_scale 1.035 -> 0.88, visible_scale 1.134 -> 1.165): the fit's compromise left
-# sum/Ep 3.7 % high at 400 GeV, beyond the 3 % acceptance, because the profile bins outvoted it;
-# sigma_ln_t_scale went back to GFlash's 1.0, as the lower thick-layer response widened sum/Ep.
+# Fit: tools/calibrate_mc.py (Nelder-Mead, 402 evaluations, 150 MC showers per energy; targets: sum/Ep, its
+# rms/mean, hits > 1e-4 GeV, the mean layer and x profiles, the central 3x3 share, the rms/mean of the
+# layer 0-5 deposits and the layer-0 hits, with the floors of its GROUPS) to the Geant4 samples
+# shared/data/g4/g4_e{5,10,20,50,100,200,400,500}GeV_*.h5 (Geant4 11.4.p01, opt0 EM); chi2 296 for 488
+# targets. thick_back_plate_share (0.5), early_shape (4) and sigma_ln_t_scale (GFlash's 1.0) were set by
+# hand between fits and held fixed: with sigma_ln_t_scale 0.92 the 200 GeV resolution improved and the
+# 400 GeV one and the 50 GeV classifier AUC got worse (docs/mc.md). MC_VERSION 2.0.
 CALIBRATED = ShowerParameters(
-    visible_scale=1.1602, thick_visible_scale=1.0388, spot_energy_gev=0.0153, start_depth_x0=0.6824,
-    depth_scale=0.9402, radius_scale=1.0738, core_fraction_scale=0.9543, k4=0.0235, early_fraction=0.0019,
-    early_energy_slope=0.6075, early_depth_x0=1.6237, primary_track_x0=4.2527, back_plate_share=0.4469,
-    tail_fraction=0.0987, tail_length_x0=4.2122, tail_energy_slope=0.1049, early_alpha=2.0471,
+    visible_scale=1.1624, thick_visible_scale=1.041, spot_energy_gev=0.0154, start_depth_x0=0.685,
+    depth_scale=0.9452, radius_scale=1.0728, core_fraction_scale=0.9541, k4=0.0236, early_fraction=0.0019,
+    early_energy_slope=0.6085, early_depth_x0=1.6283, primary_track_x0=4.4777, back_plate_share=0.4493,
+    tail_fraction=0.099, tail_length_x0=4.2327, tail_energy_slope=0.1053, early_alpha=2.0536,
     sigma_ln_t_scale=1.0, thick_back_plate_share=0.5, early_shape=4.0,
 )
 
