@@ -32,7 +32,8 @@ def check_primary_energies(
         raise InvalidRequest(f"expected one or more primary energies, received shape {ep.shape}", allowed=allowed)
     bad = ~np.isfinite(ep) | (ep < limits_gev[0]) | (ep > limits_gev[1])
     if bad.any():
-        raise InvalidRequest(f"primary energy {ep[bad][0]:g} GeV is out of range", allowed=allowed)
+        # repr, not :g, so that 500.0001 is not reported as "500 GeV is out of range"
+        raise InvalidRequest(f"primary energy {float(ep[bad][0])!r} GeV is out of range", allowed=allowed)
     return ep
 
 

@@ -114,6 +114,9 @@ def test_body_with_a_spectrum_gives_hdf5_with_its_energies(
         ({"energy": "nan"}, None, 422, "out of range"),
         ({"energy": "inf"}, None, 422, "out of range"),
         ({"energy": 501}, None, 422, "out of range"),
+        ({"energy": 500.0001}, None, 422, "500.0001 GeV is out of range"),
+        ({"energy": 100, "n_showers": 1000}, None, 422, "unknown query parameter(s) n_showers"),
+        ({"energy": [100, 200]}, None, 422, "energy given more than once"),
         ({"energy": "abc"}, None, 422, "energy"),
         ({"energy": 100, "n": 0}, None, 422, "number of showers"),
         ({"energy": 100, "n": 513}, None, 422, "number of showers"),
@@ -172,6 +175,9 @@ def test_openapi_documents_limits_and_examples(client: httpx.Client) -> None:
     operation = spec["paths"]["/simulate"]["post"]
     assert {"application/x-npy", "application/x-hdf5"} <= set(operation["responses"]["200"]["content"])
     assert "examples" in operation["requestBody"]["content"]["application/json"]
+    # This replica runs without tokens: the document must not ask clients for a bearer token.
+    assert "securitySchemes" not in spec.get("components", {})
+    assert "security" not in operation
 
 
 def test_tokens_guard_simulate_but_not_probes(tiny_settings: Settings) -> None:
@@ -187,6 +193,9 @@ def test_tokens_guard_simulate_but_not_probes(tiny_settings: Settings) -> None:
         assert c.get("/healthz").status_code == 200
         assert c.get("/readyz").status_code == 200
         assert c.get("/metrics").status_code == 200
+        spec = c.get("/openapi.json").json()
+        assert "HTTPBearer" in spec["components"]["securitySchemes"]
+        assert spec["paths"]["/simulate"]["post"]["security"] == [{"HTTPBearer": []}]
 
 
 def _secret(value: str) -> Any:

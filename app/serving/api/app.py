@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -86,7 +87,23 @@ def create_app(
     app.state.service = state
     app.add_middleware(SimulateMetricsMiddleware, metrics=metrics)
     app.include_router(api_router)
+    if not state.tokens:
+        app.openapi = _without_security(app.openapi)  # type: ignore[method-assign]
     return app
+
+
+def _without_security(make_schema: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document of a replica that runs open: no bearer scheme a client would think it needs."""
+
+    def schema() -> dict[str, Any]:
+        document = make_schema()
+        document.get("components", {}).pop("securitySchemes", None)
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                operation.pop("security", None)
+        return document
+
+    return schema
 
 
 async def _warm_up(batcher: ShowerBatcher, state: ServiceState) -> None:

@@ -10,7 +10,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.config import Settings
-from app.errors import ModelLoadError
+from app.errors import InvalidRequest, ModelLoadError
 from app.serving.api.errors import NotAcceptable, Unauthorized
 from app.serving.batcher import ShowerBatcher
 from app.serving.encoders import OutputFormat
@@ -77,6 +77,23 @@ def require_token(
     matches = [hmac.compare_digest(offered, token) for token in state.tokens]
     if not any(matches):
         raise Unauthorized("the bearer token is not accepted")
+
+
+def strict_query(request: Request) -> None:
+    """Refuse query parameters the route does not declare, and any parameter given twice.
+
+    FastAPI ignores both silently: ``energy=100&energy=200`` would simulate one of them and a typo
+    such as ``?n_showers=1000`` one shower, each with a 200 that hides the mistake.
+    """
+    declared = {param.alias for param in request.scope["route"].dependant.query_params}
+    names = [name for name, _ in request.query_params.multi_items()]
+    unknown = sorted(set(names) - declared)
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter(s) {', '.join(unknown)}", allowed=", ".join(sorted(declared)))
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidRequest(f"query parameter(s) {', '.join(repeated)} given more than once",
+                             allowed="each parameter at most once")
 
 
 _ACCEPTED_MEDIA: dict[str, OutputFormat] = {

@@ -17,7 +17,7 @@ from app import __version__
 from app.errors import InvalidRequest
 from app.physics.io import shower_file_attrs
 from app.physics.primaries import check_count
-from app.serving.api.deps import BatcherDep, StateDep, negotiate_format, require_token
+from app.serving.api.deps import BatcherDep, StateDep, negotiate_format, require_token, strict_query
 from app.serving.api.schemas import ErrorBody, SpectrumRequest
 from app.serving.batcher import MAX_SEED, ShowerJob, new_seed, spectrum_energies
 from app.serving.encoders import (
@@ -34,7 +34,7 @@ from app.serving.encoders import (
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["simulate"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["simulate"], dependencies=[Depends(require_token), Depends(strict_query)])
 
 _BODY_EXAMPLES = {
     "energies": Example(summary="One shower per listed energy (GeV)", value=[10.0, 50.0, 250.0]),
