@@ -14,7 +14,10 @@ class SimulateMetricsMiddleware:
     """Count requests by status and format; observe latency (to the last byte) and body size.
 
     A stream cut short by the client is counted as 499; one cut short by a server error as 500,
-    whatever status line had already gone out.
+    whatever status line had already gone out. A response counts as complete once its last body
+    message went out, or once every byte its Content-Length announced did: a client that has read
+    the whole file may hang up before the server sends the final empty message, and the stream is
+    then cancelled, but the client has its 200.
     """
 
     def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics, path: str = "/simulate") -> None:
@@ -28,23 +31,25 @@ class SimulateMetricsMiddleware:
             return
         start = time.perf_counter()
         status: int | None = None
+        announced_bytes: int | None = None
         sent_bytes = 0
         complete = False
 
         async def counting_send(message: Message) -> None:
-            nonlocal status, sent_bytes, complete
+            nonlocal status, announced_bytes, sent_bytes, complete
             if message["type"] == "http.response.start":
                 status = message["status"]
+                announced_bytes = _content_length(message.get("headers", []))
             elif message["type"] == "http.response.body":
                 sent_bytes += len(message.get("body", b""))
-                complete = not message.get("more_body", False)
+                complete = not message.get("more_body", False) or sent_bytes == announced_bytes
             await send(message)
 
         failed = False
         try:
             await self.app(scope, receive, counting_send)
         except BaseException:
-            failed = True
+            failed = not complete
             raise
         finally:
             cut_short = "500" if failed else str(CLIENT_CLOSED_REQUEST)
@@ -53,3 +58,11 @@ class SimulateMetricsMiddleware:
             self.metrics.requests.labels(status=label, format=fmt).inc()
             self.metrics.request_duration.observe(time.perf_counter() - start)
             self.metrics.response_size.observe(sent_bytes)
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The Content-Length of a response start message, or None (a stream of unknown length)."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            return int(value)
+    return None
