@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     energy_min_gev: float = Field(2.0, description="Lowest primary energy served, GeV.")
     energy_max_gev: float = Field(500.0, description="Highest primary energy served, GeV.")
     max_showers_per_request: int = Field(10_000, ge=1, description="Largest n of one request.")
+    max_request_body_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest request body, bytes (413 above; a list of 10,000 energies is ~120 kB)."
+    )
     request_timeout_s: float = Field(600.0, gt=0.0, description="A request not finished by then fails (504).")
 
     # Dynamic batcher.

@@ -212,3 +212,19 @@ def test_serving_imports_neither_training_nor_tensorflow() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_body_over_the_limit_is_refused_with_413_declared_or_chunked(client: httpx.Client) -> None:
+    limit = 1 << 20
+    huge = b"[" + b"100.0, " * (limit // 7 + 10) + b"100.0]"
+    declared = client.post("/simulate", content=huge, headers={"content-type": "application/json"})
+    assert declared.status_code == 413
+    assert declared.json()["allowed"] == f"at most {limit} bytes"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the server must count
+        for start in range(0, len(huge), 65536):
+            yield huge[start : start + 65536]
+
+    chunked = client.post("/simulate", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+    assert client.post("/simulate", params={"energy": 100, "n": 2}).status_code == 200

@@ -19,7 +19,7 @@ from app import __version__
 from app.config import Settings, load_settings
 from app.serving.api.deps import ServiceState
 from app.serving.api.errors import ERROR_HANDLERS
-from app.serving.api.middleware import SimulateMetricsMiddleware
+from app.serving.api.middleware import BodySizeLimitMiddleware, SimulateMetricsMiddleware
 from app.serving.api.routes import api_router
 from app.serving.backends import ShowerBackend, load_backends
 from app.serving.batcher import LatentFn, ShowerBatcher
@@ -85,7 +85,8 @@ def create_app(
         exception_handlers=ERROR_HANDLERS,  # type: ignore[arg-type]
     )
     app.state.service = state
-    app.add_middleware(SimulateMetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(SimulateMetricsMiddleware, metrics=metrics)  # added last = outermost: sees the 413s too
     app.include_router(api_router)
     if not state.tokens:
         app.openapi = _without_security(app.openapi)  # type: ignore[method-assign]

@@ -1,13 +1,61 @@
-"""Per-request metrics of ``/simulate``, measured at the ASGI edge so streamed bodies are counted to the end."""
+"""ASGI middleware of the service: the request-body limit, and the per-request metrics of ``/simulate``
+(measured at the ASGI edge so streamed bodies are counted to the end)."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.serving.api.errors import CLIENT_CLOSED_REQUEST
+from app.serving.api.errors import CLIENT_CLOSED_REQUEST, error_response
 from app.serving.metrics import ServiceMetrics
+
+
+class BodySizeLimitMiddleware:
+    """Answer 413 to a request whose body is larger than ``max_bytes``, before it is parsed.
+
+    A declared Content-Length over the limit is refused unread; a chunked body is counted while the
+    app reads it, and at the limit the app is told the client left and its answer is replaced by the
+    413, so a huge JSON body never sits in memory.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope.get("headers", []))
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not too_large:  # the app's own answer to a body it could not read whole
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+        if too_large:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(413, "request body too large", allowed=f"at most {self.max_bytes} bytes")
+        await response(scope, receive, send)
 
 
 class SimulateMetricsMiddleware:
@@ -60,8 +108,8 @@ class SimulateMetricsMiddleware:
             self.metrics.response_size.observe(sent_bytes)
 
 
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    """The Content-Length of a response start message, or None (a stream of unknown length)."""
+def _content_length(headers: Any) -> int | None:
+    """The Content-Length among ASGI headers (request scope or response start), or None (a stream)."""
     for name, value in headers:
         if name.lower() == b"content-length":
             return int(value)
