@@ -144,7 +144,7 @@ def main() -> None:
                 missed = [f"{k} {r[k]:.2f}" for k, limit in FLUCTUATION_TARGETS.items() if abs(r[k] - 1) > limit]
                 auc = vs["metrics"]["classifier_auc"]["value"]
                 if auc is None or auc > 0.90:
-                    missed.append(f"AUC {auc}")
+                    missed.append(f"AUC {auc:.3f}" if auc is not None else "AUC not computed")
                 fluctuation_lines.append(f"{name} GeV vs MC: " + (", ".join(missed) + " out of target" if missed
                                                                     else "all fluctuation targets met"))
     response = [f_gan["sf"] * name for name, f_gan, *_ in rows if name != "flat"]  # mean visible GeV

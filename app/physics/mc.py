@@ -52,6 +52,10 @@ Z/A = 0.4985, rho x = 0.1165 g/cm^2)."""
 MIP_MEAN_GEV: Final = MIP_MPV_GEV + MIP_XI_GEV * (np.euler_gamma + np.log(2.0))
 """Mean of :func:`landau_mip_gev`, GeV."""
 
+EARLY_TRACK_LAYERS: Final = 12
+"""Layers whose early-component energy arrives as separate Landau tracks; deeper (beyond ~8 X0,
+where 0.1 % of it is left) it has merged into the shower and joins the spots."""
+
 PAD_CENTRE: Final = SHOWER_SHAPE[0] // 2
 """Index of the pad the beam hits (the gun aims at its centre)."""
 
@@ -204,6 +208,7 @@ class ShowerSimulator:
         self._behind_depth_ratio = thickness_x0[:-1] / thickness_x0[1:]
         thick_behind = np.append(thickness_x0[1:] > thickness_x0[0], True)  # the last sensor counts as thick
         self._back_plate_shares = np.where(thick_behind, params.thick_back_plate_share, params.back_plate_share)
+        self._behind_weights = self._back_plate_shares[:-1] * self._behind_depth_ratio
         self._visible_per_deposit = params.visible_scale * self._visible_fraction * self._thick_factor
 
     def simulate(self, ep_gev: npt.ArrayLike, rng: np.random.Generator) -> FloatArray:
@@ -246,18 +251,16 @@ class ShowerSimulator:
         main_gev, early_gev = self.layer_energies(ep, profile)
         lateral = self.lateral_fractions(ep, profile, shower_rng)
         track_gev = self.primary_track(len(ep), shower_rng)
-        own = main_gev[:, None, None, :] * lateral
-        share = self._back_plate_shares
-        # Soft electrons leave the plate behind only from its first millimetres, so the share follows
-        # that plate's deposit per X0 (times this cell's depth), not its whole deposit: the first
-        # 4.8 mm plate must not double what the last 2.4 mm sensor receives. The last sensor has no
-        # plate behind it.
-        from_behind = np.zeros_like(own)
-        from_behind[..., :-1] = own[..., 1:] * self._behind_depth_ratio
-        deposit_gev = (1.0 - share) * own + share * from_behind
+        cell_gev = main_gev.copy()
+        cell_gev[:, EARLY_TRACK_LAYERS:] += early_gev[:, EARLY_TRACK_LAYERS:]
+        early_tracks_gev = early_gev[:, :EARLY_TRACK_LAYERS]
+        deposit_gev = self.sensor_deposits(cell_gev[:, None, None, :] * lateral)
         visible = self._spot_fluctuations(deposit_gev, cell_rng)
-        early_visible_gev = early_gev[:, None, None, :] * lateral * self._visible_per_deposit
-        visible += self._track_fluctuations(early_visible_gev, cell_rng)
+        early_visible_gev = (
+            early_tracks_gev[:, None, None, :] * lateral[..., :EARLY_TRACK_LAYERS]
+            * self._visible_per_deposit[:EARLY_TRACK_LAYERS]
+        )
+        visible[..., :EARLY_TRACK_LAYERS] += self._track_fluctuations(early_visible_gev, cell_rng)
         visible[:, PAD_CENTRE, PAD_CENTRE, :] += track_gev
         visible[visible < self.params.threshold_gev] = 0.0
         return visible.astype(np.float32)
@@ -340,6 +343,20 @@ class ShowerSimulator:
         )
         return main, w_early * ep[:, None] * early_share[None, :]
 
+    def sensor_deposits(self, cell_gev: FloatArray) -> FloatArray:
+        """What each sensor sees of the sampling cells' deposits, GeV; shape (N, x, y, 25) like ``cell_gev``.
+
+        (1 - b_k) E_k + b_k E_{k+1} d_k / d_{k+1}, pad by pad: soft electrons leave the plate behind a
+        sensor only from its first millimetres, so the share b_k (``back_plate_share`` or, behind a
+        4.8 mm plate and for the last sensor, ``thick_back_plate_share``) follows that plate's
+        deposit per X0 times this cell's depth d_k, not its whole deposit: the first 4.8 mm plate
+        must not double what the last 2.4 mm sensor receives. The last sensor has no plate behind it.
+        """
+        from_behind = cell_gev[..., 1:] * self._behind_weights
+        deposit = cell_gev * (1.0 - self._back_plate_shares)
+        deposit[..., :-1] += from_behind
+        return deposit
+
     def primary_track(self, n_showers: int, rng: np.random.Generator) -> FloatArray:
         """The primary electron's own ionisation in the impact pad, visible GeV; shape (N, 25).
 
@@ -414,7 +431,8 @@ class ShowerSimulator:
         hit = spots > 0
         deposit = np.zeros(mean_deposit_gev.shape, dtype=np.float64)
         deposit[hit] = rng.gamma(spots[hit] * p.spot_shape) * (p.spot_energy_gev / p.spot_shape)
-        return deposit * self._visible_per_deposit
+        deposit *= self._visible_per_deposit
+        return deposit
 
     def _track_fluctuations(self, mean_visible_gev: FloatArray, rng: np.random.Generator) -> FloatArray:
         """Cells crossed by n ~ Poisson(mean / MIP mean) charged tracks, each a Landau MIP; visible GeV.
