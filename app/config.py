@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.errors import InvalidRequest
 from app.physics.detector import PRIMARY_ENERGY_LIMITS_GEV
 
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "conv2d"
+"""The model folder of this source tree, whatever the working directory (a source checkout or an
+editable install); a wheel has none, and then ``CALOGAN_MODEL_DIR`` names the folder."""
+
 BackendName = Literal["auto", "tf", "int8", "fake"]
 """``auto`` picks the fastest available backend for the device; ``fake`` is for tests and smoke tests."""
 
@@ -30,7 +34,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALOGAN_", env_file=".env", extra="ignore")
 
     # Model and backend.
-    model_dir: Path = Field(Path("models/conv2d"), description="Folder with generator.keras and model.json.")
+    model_dir: Path = Field(SHIPPED_MODEL_DIR, description="Folder with generator.keras and model.json.")
     backend: BackendName = Field("auto", description="auto, tf (float32 TensorFlow), int8, or fake (tests).")
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="Where the tf backend runs.")
     warmup: bool = Field(True, description="Run the model once at full batch size before reporting ready.")

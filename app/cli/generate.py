@@ -27,7 +27,7 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="Seed; drawn and recorded when omitted. "
                                              "The same seed gives the same showers as the service.")] = None,
     backend: Annotated[Literal["auto", "tf", "int8", "fake"] | None, typer.Option(help="As for serve.")] = None,
-    model_dir: Annotated[Path | None, typer.Option(help="Shipped model folder (default models/conv2d).")] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="Model folder (default: the shipped one).")] = None,
     device: Annotated[Literal["auto", "cpu", "gpu"] | None, typer.Option(help="As for serve.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Showers per model call, 1-2048 (default 2048).")] = None,
 ) -> None:

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.config import SHIPPED_MODEL_DIR
 from app.errors import ModelLoadError
 from app.physics.detector import SHOWER_SHAPE
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_DIR = Path("models/conv2d")
+DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
 CARD_FILE = "model.json"
 CARD_MARKDOWN_FILE = "model_card.md"
 GENERATOR_FILE = "generator.keras"

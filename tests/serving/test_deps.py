@@ -65,3 +65,12 @@ def test_log_lines_are_json_with_extra_fields() -> None:
     assert entry["message"] == "batch of 64"
     assert entry["batch_size"] == 64
     assert entry["level"] == "INFO"
+
+
+def test_the_shipped_model_is_found_from_any_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CALOGAN_MODEL_DIR", raising=False)
+    folder = Settings(_env_file=None).model_dir  # type: ignore[call-arg]
+    assert folder.is_absolute()
+    assert (folder / "model.json").is_file()
+    assert (folder / "generator.keras").is_file()
