@@ -37,7 +37,9 @@ def _description(settings: Settings) -> str:
         f"{settings.max_showers_per_request} showers per request; {settings.max_queued_showers} showers may "
         f"wait in the queue (then 503 with Retry-After); requests time out after {settings.request_timeout_s:g} s "
         "(504). Configure with CALOGAN_* environment variables (see `calogan serve --help`).\n\n"
-        "Reproducible: the same `seed` gives the same showers, however requests are batched together."
+        "Reproducible: the same `seed` gives the same latent noise, so the same showers to float32 rounding "
+        "(within a relative 1e-5) however requests are batched together, and bit for bit when the model "
+        "runs it in a batch of the same size (e.g. alone)."
     )
 
 

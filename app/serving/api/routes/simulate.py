@@ -80,7 +80,8 @@ async def simulate(
     n: Annotated[int | None, Query(description="Number of showers at `energy` (default 1).", examples=[1000])] = None,
     seed: Annotated[
         int | None,
-        Query(ge=0, le=MAX_SEED, description="Same seed, same showers, whatever else is in the batch. "
+        Query(ge=0, le=MAX_SEED, description="Same seed, same showers: to float32 rounding (relative 1e-5) "
+              "whatever else is in the batch, bit for bit in a batch of the same size. "
               "Random when omitted; the one used comes back in X-Calogan-Seed."),
     ] = None,
     output_format: Annotated[
