@@ -88,6 +88,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500, help="showers per fixed energy (flat: 2n)")
     parser.add_argument("--g4-dir", type=Path, default=Path("../shared/data/g4"))
     parser.add_argument("--update-card", action="store_true", help="store the verdict in the model's card")
+    parser.add_argument("--compare-with", type=Path, default=None,
+                        help="physics.json of an earlier model, stored beside this one's (e.g. the previous version)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
@@ -175,6 +177,9 @@ def main() -> None:
             "mc": {k: round(f_mc[k], 5) for k in FLUCTUATION_TARGETS},
         } for name, f_gan, f_mc, vs_mc, vs_g4 in rows},
     }
+    if args.compare_with is not None:
+        earlier = json.loads(args.compare_with.read_text())
+        physics["compared_with"] = {"source": str(args.compare_with), **earlier}
     (args.work / "physics.json").write_text(json.dumps(physics, indent=2) + "\n")
     if args.update_card:
         from app.model.export import add_physics_to_card
