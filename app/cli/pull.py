@@ -19,12 +19,19 @@ def pull(
     token: Annotated[str | None, typer.Option(help="Bearer token; else BEARER_TOKEN, BEARER_TOKEN_FILE, "
                                               "$XDG_RUNTIME_DIR/bt_u<uid>, /tmp/bt_u<uid>.")] = None,
     retries: Annotated[int, typer.Option(help="Retries per chunk (backoff, honouring Retry-After).")] = 8,
+    deadline: Annotated[float | None, typer.Option(help="Give up after this many seconds in all, waits included "
+                                                        "(set it below the job's wall-clock limit).")] = None,
+    connect_timeout: Annotated[float, typer.Option(help="Seconds to open a connection.")] = 10.0,
+    read_timeout: Annotated[float, typer.Option(help="Longest silence of the server within a request, s.")] = 900.0,
+    max_retry_after: Annotated[float, typer.Option(help="Longest wait a Retry-After may impose, s.")] = 600.0,
 ) -> None:
     """Pull showers from a service in chunks, with retries; rerun the same command to resume."""
     from app.serving.client import ShowerClient, discover_token
 
     columns = (TextColumn("pulling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with ShowerClient(url, token=discover_token(token), max_retries=retries) as client, \
+    client_options = {"max_retries": retries, "deadline_s": deadline, "connect_timeout_s": connect_timeout,
+                      "timeout_s": read_timeout, "max_retry_after_s": max_retry_after}
+    with ShowerClient(url, token=discover_token(token), **client_options) as client, \
             Progress(*columns, transient=True) as progress:
         task = progress.add_task("pull", total=n)
         result = client.pull(

@@ -9,8 +9,10 @@
 Reproducible: a pull of n showers with seed S asks for chunk k with the seed :func:`chunk_seed` (S, k),
 so the whole file depends only on (S, chunk size, energy, n) and on the served model, however often it
 was interrupted. Retries: connection errors, cut-short bodies, 429/500/502/503/504, with exponential
-backoff and jitter, never sooner than the server's Retry-After. Each chunk is verified (npy header
-shape and dtype, byte count, seed and count headers) before it is appended.
+backoff and jitter, never sooner than the server's Retry-After (capped at ``max_retry_after_s``), and
+never past the ``deadline_s`` of the whole call: a grid job learns in time that it will not finish.
+Each chunk is verified (npy header shape and dtype, byte count, seed and count headers) before it is
+appended.
 
 Bearer tokens follow WLCG Bearer Token Discovery: ``--token``, then ``BEARER_TOKEN``, then
 ``BEARER_TOKEN_FILE``, then ``$XDG_RUNTIME_DIR/bt_u<uid>``, then ``/tmp/bt_u<uid>``.
@@ -113,11 +115,19 @@ class ShowerClient:
     backoff_s : float
         First retry delay; doubles each attempt (with jitter), capped at 120 s.
     timeout_s : float
-        Read timeout per request (a big chunk may wait in the server's queue).
+        Read timeout per request: the longest silence between two bytes (a big chunk may wait in the
+        server's queue before its first byte).
+    connect_timeout_s : float
+        Time to open a connection; a dead port fails fast.
+    max_retry_after_s : float
+        The longest wait a Retry-After header can impose; a server asking for more gets this.
+    deadline_s : float, optional
+        Total time one ``simulate`` or ``pull`` may take, waits included; a retry that would start
+        after it is not made (ServiceError saying so). None: no limit.
     transport : httpx.BaseTransport, optional
         For tests (``httpx.MockTransport``).
-    sleep : callable
-        ``time.sleep``; tests pass a recorder.
+    sleep, clock : callable
+        ``time.sleep`` and ``time.monotonic``; tests pass fakes.
     """
 
     def __init__(
@@ -128,8 +138,12 @@ class ShowerClient:
         max_retries: int = 8,
         backoff_s: float = 1.0,
         timeout_s: float = 900.0,
+        connect_timeout_s: float = 10.0,
+        max_retry_after_s: float = 600.0,
+        deadline_s: float | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         headers = {"User-Agent": f"calogan-client/{__version__}"}
         if token:
@@ -137,10 +151,14 @@ class ShowerClient:
         self.url = url.rstrip("/")
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.max_retry_after_s = max_retry_after_s
+        self.deadline_s = deadline_s
         self._sleep = sleep
+        self._clock = clock
+        self._ends_at: float | None = None
         self._http = httpx.Client(
             base_url=self.url, headers=headers, transport=transport,
-            timeout=httpx.Timeout(timeout_s, connect=30.0),
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
         )
 
     def __enter__(self) -> Self:
@@ -165,6 +183,7 @@ class ShowerClient:
         self, *, energy_gev: float, n: int, seed: int, dtype: str = "float32"
     ) -> FloatArray:
         """``n`` showers at ``energy_gev`` GeV, shape (n, 25, 25, 25) of ``dtype``, retried and verified."""
+        self._start_deadline()
         cells_gev, _ = self._with_retries(lambda: self._fetch(energy_gev, n, seed, dtype), what=f"seed {seed}")
         return cells_gev
 
@@ -196,6 +215,7 @@ class ShowerClient:
         progress : callable, optional
             Called as ``progress(showers_in_file, n)`` after each chunk.
         """
+        self._start_deadline()
         path = Path(path)
         if n < 1 or chunk_showers < 1:
             raise InvalidRequest(f"n={n} and chunk_showers={chunk_showers} must be >= 1")
@@ -254,6 +274,9 @@ class ShowerClient:
         except (httpx.TransportError, httpx.DecodingError) as exc:  # refused, reset, cut short, timed out
             raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
 
+    def _start_deadline(self) -> None:
+        self._ends_at = None if self.deadline_s is None else self._clock() + self.deadline_s
+
     def _with_retries(self, attempt: Callable[[], Any], *, what: str) -> Any:
         for tries in range(self.max_retries + 1):
             try:
@@ -262,7 +285,12 @@ class ShowerClient:
                 if tries == self.max_retries:
                     raise ServiceError(f"{what}: giving up after {tries + 1} attempts ({exc})") from exc
                 backoff = min(_MAX_BACKOFF_S, self.backoff_s * 2**tries) * random.uniform(0.5, 1.0)
-                delay = max(backoff, exc.retry_after_s or 0.0)
+                delay = max(backoff, min(exc.retry_after_s or 0.0, self.max_retry_after_s))
+                if self._ends_at is not None and self._clock() + delay > self._ends_at:
+                    raise ServiceError(
+                        f"{what}: the deadline of {self.deadline_s:g} s would pass during the next wait of "
+                        f"{delay:.0f} s ({exc})"
+                    ) from exc
                 logger.warning("%s: %s; retrying in %.1f s", what, exc, delay)
                 self._sleep(delay)
         raise AssertionError("unreachable")

@@ -66,6 +66,32 @@ def test_retries_after_503_no_sooner_than_retry_after(latent_fn: Callable[..., A
     assert sleeps[0] >= 7.0
 
 
+def test_retry_after_is_capped(latent_fn: Callable[..., Any]) -> None:
+    script, sleeps = Script(status(503, **{"retry-after": "86400"}), ok(latent_fn)), []
+    client = ShowerClient("http://calogan.test", transport=httpx.MockTransport(script), sleep=sleeps.append,
+                          backoff_s=0.01, max_retry_after_s=30.0)
+    with client:
+        client.simulate(energy_gev=50.0, n=4, seed=3)
+    assert sleeps == [30.0]
+
+
+def test_no_retry_starts_after_the_deadline() -> None:
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    script = Script(status(503, **{"retry-after": "40"}))
+    client = ShowerClient("http://calogan.test", transport=httpx.MockTransport(script), sleep=sleep,
+                          clock=lambda: now[0], backoff_s=0.01, deadline_s=100.0, max_retries=8)
+    with client, pytest.raises(ServiceError, match="deadline of 100 s would pass"):
+        client.simulate(energy_gev=50.0, n=4, seed=3)
+    assert sleeps == [40.0, 40.0]  # a third wait would end at 120 s
+    assert len(script.requests) == 3
+
+
 def test_cut_short_body_is_retried(latent_fn: Callable[..., Any]) -> None:
     def short(request: httpx.Request) -> httpx.Response:
         full = ok(latent_fn)(request)
