@@ -38,7 +38,7 @@ import numpy as np
 
 from app.errors import InvalidRequest
 from app.model.latent import latent_vectors
-from app.model.training.run_files import save_npz, write_json
+from app.model.training.run_files import hardware_description, save_npz, write_json
 from app.model.training.shower_features import (
     N_FEATURES,
     FeatureScale,
@@ -460,7 +460,8 @@ def run_fluctuation_training(
         with np.load(run_dir / CHECKPOINT_WEIGHTS) as arrays:
             trainer.load_state(dict(arrays))
     else:
-        write_json(run_dir / RUN_CONFIG_FILE, {"config": config.to_dict(), "mc_version": MC_VERSION})
+        write_json(run_dir / RUN_CONFIG_FILE, {"config": config.to_dict(), "mc_version": MC_VERSION,
+                                              "hardware": hardware_description()})
         state = {"step": 0, "wall_s": 0.0, "best_step": 0, "best_score": None}
         row = {"step": 0, **_validate(trainer, reference, config.seed)}
         _record(run_dir, trainer, state, row, progress)
@@ -521,7 +522,7 @@ def _finish(run_dir: Path, trainer: FluctuationTrainer, config: FluctuationConfi
     scale_layer = trainer.generator.get_layer("output_scale")
     shots = config.energies_per_step * (config.generated_per_energy + config.reference_per_energy)
     write_json(run_dir / RUN_CONFIG_FILE, {
-        "config": config.to_dict(), "mc_version": MC_VERSION,
+        "config": config.to_dict(), "mc_version": MC_VERSION, "hardware": hardware_description(),
         "export": {"width": 1.0, "output_scale": float(scale_layer.scale)},
     })
     write_json(run_dir / SUMMARY_FILE, {
