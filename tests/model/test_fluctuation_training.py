@@ -67,6 +67,7 @@ def test_selection_score_is_zero_only_for_perfect_ratios() -> None:
     perfect = dict.fromkeys(("hits_mean", "hits_rms", "sf_mean", "sf_rms", "depth_rms", "width_rms"), 1.0)
     assert selection_score(perfect) == 0.0
     assert selection_score({**perfect, "sf_mean": 1.05}) > selection_score({**perfect, "hits_rms": 1.05})
+    assert selection_score(perfect, shape_error=0.1) > selection_score({**perfect, "hits_rms": 1.05})
 
 
 @pytest.mark.slow
