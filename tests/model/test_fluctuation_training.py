@@ -119,3 +119,18 @@ def test_bad_settings_are_clear_errors(tiny_generator: Path) -> None:
         _config(tiny_generator, generated_per_energy=1)
     with pytest.raises(ValueError, match="unknown feature groups"):
         _config(tiny_generator, feature_weights={"colour": 1.0})
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_packaged_by_export_with_its_stage_settings(tiny_generator: Path, tmp_path: Path) -> None:
+    from app.model.export import package_run
+    from app.model.loading import load_generator
+
+    run_fluctuation_training(_config(tiny_generator), tmp_path / "run")
+    card = package_run(tmp_path / "run", tmp_path / "model", version="t", onnx=False)
+    assert card["training"]["settings"]["learning_rate"] == 5e-5  # the stage's own settings
+    assert card["training"]["epochs"] == 4
+    assert card["training"]["hardware"]["cpu_count"] >= 1
+    assert card["validation"]["val_score"] == pytest.approx(card["validation"]["best_score"])
+    assert card["architecture"]["config"]["output_scale"] == pytest.approx(0.006)
+    assert load_generator(tmp_path / "model").card["version"] == "t"
