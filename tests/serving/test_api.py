@@ -180,6 +180,17 @@ def test_openapi_documents_limits_and_examples(client: httpx.Client) -> None:
     assert "security" not in operation
 
 
+@pytest.mark.parametrize(("page", "asset"), [("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")])
+def test_api_docs_load_their_assets_from_the_service_not_a_cdn(client: httpx.Client, page: str, asset: str) -> None:
+    html = client.get(page)
+    assert html.status_code == 200
+    assert "cdn." not in html.text
+    path = next(part.split('"')[0] for part in html.text.split('src="')[1:] if asset in part.split('"')[0])
+    script = client.get(path)
+    assert script.status_code == 200
+    assert len(script.content) > 100_000  # the whole bundle, served locally
+
+
 def test_tokens_guard_simulate_but_not_probes(tiny_settings: Settings) -> None:
     settings = tiny_settings.model_copy(update={"api_tokens": [*map(_secret, ("alpha", "beta"))]})
     with live_server(create_app(settings, FakeBackend())) as url, httpx.Client(base_url=url, timeout=30) as c:

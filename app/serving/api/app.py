@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.config import Settings, load_settings
@@ -78,7 +79,9 @@ def create_app(
                 logger.info("draining", extra={"queued_showers": batcher.queued_showers})
         logger.info("drained")
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load their JavaScript and CSS from the service, not from a CDN
+    # (a grid worker node or an air-gapped cluster has no route to one).
+    app = FastAPIOffline(
         title="calogan",
         version=__version__,
         summary="Calorimeter showers from a GAN, as .npy or HDF5.",
