@@ -149,14 +149,6 @@ class FluctuationConfig:
         """JSON-ready settings (tuples as lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FluctuationConfig:
-        """Inverse of :meth:`to_dict`."""
-        values = dict(data)
-        for name in ("energy_range_gev", "validation_energies_gev"):
-            values[name] = tuple(values[name])
-        return cls(**values)
-
 
 class Progress(Protocol):
     """What the run reports while it goes (the CLI shows a bar with an ETA)."""
@@ -481,6 +473,7 @@ def run_fluctuation_training(
         state = json.loads((run_dir / CHECKPOINT_STATE).read_text(encoding="utf-8"))
         with np.load(run_dir / CHECKPOINT_WEIGHTS) as arrays:
             trainer.load_state(dict(arrays))
+        logger.info("resuming", extra={"run_dir": str(run_dir), "step": state["step"]})
     else:
         write_json(run_dir / RUN_CONFIG_FILE, {"config": config.to_dict(), "mc_version": MC_VERSION,
                                               "hardware": hardware_description()})
@@ -503,6 +496,8 @@ def run_fluctuation_training(
         state["wall_s"] = time.perf_counter() - started
         _checkpoint(run_dir, trainer, state)
     finished = state["step"] >= config.steps
+    if not finished:
+        logger.info("stopped by a signal; checkpoint written", extra={"run_dir": str(run_dir), "step": state["step"]})
     if finished:
         _finish(run_dir, trainer, config, state)
     return FluctuationResult(run_dir, state["step"], finished, state["best_step"], state["best_score"])
