@@ -2,7 +2,7 @@
 
 The same function turns generated showers (with gradients) and reference showers (constants) into one
 feature vector per shower, so that a distance between two *sets* of showers at the same Ep (the energy
-score of :mod:`app.model.fluctuation_training`) sees what a physicist's validation sees: the energy
+score of :mod:`app.model.training.fluctuations`) sees what a physicist's validation sees: the energy
 response, the longitudinal and lateral shape, the hit count and the cell-energy spectrum. Hard counts
 have no gradient, so hits and the spectrum are counted with sigmoids in log cell energy.
 
