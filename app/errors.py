@@ -6,6 +6,7 @@
     ├── InvalidRequest (also ValueError)   bad user input; carries what is allowed
     ├── ShowerFileError                    unreadable file or wrong HDF5 layout
     ├── ModelLoadError                     a model file that cannot be loaded
+    ├── ModelMismatch                      the request pins a model this server does not serve
     └── Overloaded                         the shower queue is full; retry later
 
 Foreign errors (h5py, TensorFlow) are translated into these once, where they enter.
@@ -31,6 +32,14 @@ class ShowerFileError(CaloganError):
 
 class ModelLoadError(CaloganError):
     """A model file is missing, corrupt, or does not match its model card."""
+
+
+class ModelMismatch(CaloganError):
+    """A request pinned a model (name, version or sha256) other than the one served: HTTP 409."""
+
+    def __init__(self, message: str, *, served: str) -> None:
+        super().__init__(message)
+        self.served = served
 
 
 class Overloaded(CaloganError):

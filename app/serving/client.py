@@ -233,8 +233,11 @@ class ShowerClient:
             index = done // chunk_showers
             count = min(chunk_showers, n - done)
             this_seed = chunk_seed(seed, index)
+            # Pinned from the first chunk on (or from the file being resumed): a server that has
+            # switched models answers 409 instead of mixing two models' showers in one file.
             cells_gev, headers = self._with_retries(
-                lambda s=this_seed, k=count: self._fetch(energy_gev, k, s, "float32"), what=f"chunk {index}"
+                lambda s=this_seed, k=count, pin=model_sha256: self._fetch(energy_gev, k, s, "float32", pin),
+                what=f"chunk {index}",
             )
             served_sha = headers.get("x-calogan-model-sha256")
             if model_sha256 is not None and served_sha != model_sha256:
@@ -260,8 +263,12 @@ class ShowerClient:
 
     # ----- one request, verified
 
-    def _fetch(self, energy_gev: float, n: int, seed: int, dtype: str) -> tuple[FloatArray, httpx.Headers]:
-        params = {"energy": energy_gev, "n": n, "seed": seed, "format": "npy", "dtype": dtype}
+    def _fetch(
+        self, energy_gev: float, n: int, seed: int, dtype: str, model_sha256: str | None = None
+    ) -> tuple[FloatArray, httpx.Headers]:
+        params: dict[str, Any] = {"energy": energy_gev, "n": n, "seed": seed, "format": "npy", "dtype": dtype}
+        if model_sha256:
+            params["model"] = f"sha256:{model_sha256}"
         try:
             with self._http.stream("POST", "/simulate", params=params) as response:
                 if response.status_code != 200:

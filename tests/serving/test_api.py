@@ -191,6 +191,16 @@ def test_api_docs_load_their_assets_from_the_service_not_a_cdn(client: httpx.Cli
     assert len(script.content) > 100_000  # the whole bundle, served locally
 
 
+def test_a_request_can_pin_the_model_and_gets_409_for_another(client: httpx.Client) -> None:
+    served = client.get("/v1/models").json()["models"][0]
+    for pin in (served["name"], f"{served['name']}:{served['version']}", f"sha256:{served['sha256'][:12]}"):
+        assert client.post("/simulate", params={"energy": 50, "model": pin}).status_code == 200, pin
+    other = client.post("/simulate", params={"energy": 50, "model": f"{served['name']}:999"})
+    assert other.status_code == 409
+    assert f"{served['name']}:{served['version']}" in other.json()["allowed"]
+    assert client.post("/simulate", params={"energy": 50, "model": "sha256:zz"}).status_code == 422
+
+
 def test_tokens_guard_simulate_but_not_probes(tiny_settings: Settings) -> None:
     settings = tiny_settings.model_copy(update={"api_tokens": [*map(_secret, ("alpha", "beta"))]})
     with live_server(create_app(settings, FakeBackend())) as url, httpx.Client(base_url=url, timeout=30) as c:

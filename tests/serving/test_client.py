@@ -92,6 +92,14 @@ def test_no_retry_starts_after_the_deadline() -> None:
     assert len(script.requests) == 3
 
 
+def test_a_pull_pins_the_model_of_its_first_chunk(latent_fn: Callable[..., Any], tmp_path: Path) -> None:
+    script, sleeps = Script(ok(latent_fn)), []
+    with client_for(script, sleeps) as client:
+        client.pull(tmp_path / "p.h5", energy_gev=50.0, n=6, seed=1, chunk_showers=2)
+    pins = [request.url.params.get("model") for request in script.requests]
+    assert pins == [None, "sha256:ab", "sha256:ab"]  # the mock serves sha "ab"
+
+
 def test_cut_short_body_is_retried(latent_fn: Callable[..., Any]) -> None:
     def short(request: httpx.Request) -> httpx.Response:
         full = ok(latent_fn)(request)

@@ -11,6 +11,7 @@ InvalidRequest           422     a value out of range (energy, n, seed, dtype)
 request validation       422     a parameter of the wrong type or unknown value
 NotAcceptable            406     Accept names no format we produce
 Unauthorized             401     a token is required and missing or wrong
+ModelMismatch            409     the request pins a model this server does not serve
 Overloaded / Draining    503     queue full or shutting down; with Retry-After
 ModelLoadError           503     no model to serve
 RequestTimeout           504     not finished within request_timeout_s
@@ -30,7 +31,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from app.errors import CaloganError, InvalidRequest, ModelLoadError, Overloaded
+from app.errors import CaloganError, InvalidRequest, ModelLoadError, ModelMismatch, Overloaded
 from app.serving.api.schemas import ErrorBody
 from app.serving.batcher import GenerationFailed, RequestCancelled, RequestTimeout
 
@@ -86,6 +87,12 @@ async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _model_mismatch(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ModelMismatch)
+    logger.info("request rejected: %s", exc, extra={"status": 409})
+    return error_response(409, str(exc), allowed=f"the served model: {exc.served}")
+
+
 async def _model_load(request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, str(exc))
 
@@ -133,6 +140,7 @@ ERROR_HANDLERS: dict[type[Exception], Handler] = {
     Unauthorized: _unauthorized,
     Overloaded: _overloaded,
     ModelLoadError: _model_load,
+    ModelMismatch: _model_mismatch,
     RequestTimeout: _timeout,
     GenerationFailed: _failed,
     RequestCancelled: _cancelled,

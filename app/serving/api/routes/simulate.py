@@ -14,11 +14,12 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from app import __version__
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, ModelMismatch
 from app.physics.io import shower_file_attrs
 from app.physics.primaries import check_count
 from app.serving.api.deps import BatcherDep, StateDep, negotiate_format, require_token, strict_query
 from app.serving.api.schemas import ErrorBody, SpectrumRequest
+from app.serving.backends import ModelInfo
 from app.serving.batcher import MAX_SEED, ShowerJob, new_seed, spectrum_energies
 from app.serving.encoders import (
     MEDIA_TYPES,
@@ -49,6 +50,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         400: "Malformed JSON body.",
         401: "A bearer token is required (only when the service is configured with tokens).",
         406: "The Accept header names no format the service produces.",
+        409: "The request pins a model (`model=`) that this server does not serve.",
         422: "A value is out of range or malformed; `allowed` says what would be accepted.",
         500: "The model failed on this request's batch.",
         503: "Queue full or shutting down (see Retry-After), or no model loaded.",
@@ -90,6 +92,12 @@ async def simulate(
               "Default: from Accept (application/x-npy or application/x-hdf5), else npy."),
     ] = None,
     dtype: Annotated[OutputDtype, Query(description="Cell dtype; float16 only with npy.")] = "float32",
+    model: Annotated[
+        str | None,
+        Query(description="Pin the model: NAME, NAME:VERSION or sha256:HEX (at least 12 hex digits). "
+              "409 when this server serves another one (a rolling update, a resumed production).",
+              examples=["conv2d:2"]),
+    ] = None,
     body: Annotated[
         list[float] | SpectrumRequest | None,
         Body(description="Instead of energy and n: a list of energies (GeV, one shower each) or "
@@ -108,6 +116,8 @@ async def simulate(
     request.state.calogan_format = fmt  # for the metrics middleware
     if fmt == "hdf5" and dtype != "float32":
         raise InvalidRequest(f"dtype={dtype} is only available with format=npy", allowed="dtype=float32 for hdf5")
+    if model is not None:
+        check_model_pin(model, batcher.backends[0].info)
     seed = new_seed() if seed is None else seed
     ep_gev, count, label = _energies(energy, n, body, fmt=fmt, seed=seed, limits_gev=settings.energy_limits_gev,
                                      max_n=settings.max_showers_per_request)
@@ -202,3 +212,22 @@ async def _cancel_on_disconnect(request: Request, job: ShowerJob) -> AsyncIterat
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+
+
+def check_model_pin(pin: str, served: ModelInfo) -> None:
+    """Raise ModelMismatch (409) unless ``pin`` names the served model, InvalidRequest if it is malformed.
+
+    ``NAME``, ``NAME:VERSION`` or ``sha256:HEX`` with at least 12 hexadecimal digits (a prefix).
+    """
+    described = f"{served.name}:{served.version} (sha256:{served.sha256})"
+    if pin.startswith("sha256:"):
+        digest = pin.removeprefix("sha256:").lower()
+        if len(digest) < 12 or any(c not in "0123456789abcdef" for c in digest):
+            raise InvalidRequest(f"model pin {pin!r} is not sha256:HEX", allowed="sha256: and 12-64 hex digits")
+        matches = served.sha256.startswith(digest)
+    else:
+        name, _, version = pin.partition(":")
+        matches = name == served.name and (not version or version == served.version)
+    if not matches:
+        raise ModelMismatch(f"this server serves {described}, not {pin}", served=described)
+
