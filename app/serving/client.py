@@ -52,6 +52,21 @@ _PULL_ATTRS: Final = ("producer", "seed", "energy_gev", "chunk_showers", "n_requ
 class ServiceError(CaloganError):
     """The service answered with an error that retrying will not fix, or kept failing past the retries."""
 
+    exit_code: int = 3
+    """What ``calogan pull`` exits with, so a job script can tell the kinds apart."""
+
+
+class DeadlineExceeded(ServiceError):
+    """The next retry would start after the caller's deadline."""
+
+    exit_code = 4
+
+
+class ModelChanged(ServiceError):
+    """The server now serves another model than the one the pull (or the resumed file) started with."""
+
+    exit_code = 5
+
 
 def chunk_seed(seed: int, index: int) -> int:
     """The seed of chunk ``index`` of a pull with ``seed``: independent streams, in [0, 2**63 - 1]."""
@@ -241,7 +256,7 @@ class ShowerClient:
             )
             served_sha = headers.get("x-calogan-model-sha256")
             if model_sha256 is not None and served_sha != model_sha256:
-                raise ServiceError(
+                raise ModelChanged(
                     f"{path}: the server now runs model sha256 {served_sha}, the file holds showers of {model_sha256}; "
                     "start a new file rather than mix models"
                 )
@@ -294,7 +309,7 @@ class ShowerClient:
                 backoff = min(_MAX_BACKOFF_S, self.backoff_s * 2**tries) * random.uniform(0.5, 1.0)
                 delay = max(backoff, min(exc.retry_after_s or 0.0, self.max_retry_after_s))
                 if self._ends_at is not None and self._clock() + delay > self._ends_at:
-                    raise ServiceError(
+                    raise DeadlineExceeded(
                         f"{what}: the deadline of {self.deadline_s:g} s would pass during the next wait of "
                         f"{delay:.0f} s ({exc})"
                     ) from exc
@@ -322,6 +337,8 @@ def _raise_for_error(response: httpx.Response) -> None:
         raise _Retryable(message, retry_after_s)
     if response.status_code in (400, 406, 422):
         raise InvalidRequest(message, allowed=allowed)
+    if response.status_code == 409:
+        raise ModelChanged(f"{message} (the pull started with another model; start a new file)")
     raise ServiceError(message)
 
 
@@ -403,4 +420,12 @@ def _append_chunk(path: Path, cells_gev: FloatArray, ep_gev: FloatArray) -> None
         out.append(cells_gev, ep_gev)
 
 
-__all__ = ["PullResult", "ServiceError", "ShowerClient", "chunk_seed", "discover_token"]
+__all__ = [
+    "DeadlineExceeded",
+    "ModelChanged",
+    "PullResult",
+    "ServiceError",
+    "ShowerClient",
+    "chunk_seed",
+    "discover_token",
+]

@@ -95,3 +95,24 @@ def test_pull_command_fills_and_resumes(tiny_settings: Settings, tmp_path: Path,
     assert "0 fetched now" in again.output
     cells = read_showers(out).cells_gev
     np.testing.assert_array_equal(cells[20:], expected_showers(np.full(10, 40.0), chunk_seed(9, 1), latent_fn))
+    # Not a terminal (a batch job's log): one plain progress line per chunk, with rate and ETA.
+    assert "pulled 30/30 showers" in first.output
+    assert "showers/s, ETA" in first.output
+
+
+def test_pull_exits_with_a_code_per_failure_kind(tiny_settings: Settings, tmp_path: Path) -> None:
+    with live_server(create_app(tiny_settings, FakeBackend())) as url:
+        args = ["pull", "--url", url, "--energy", "40", "-n", "4", "-o", str(tmp_path / "a.h5")]
+        assert runner.invoke(cli, args).exit_code == 0
+        # The file holds the fake model's showers; pinned to another sha, the server refuses with 409.
+        import h5py
+
+        with h5py.File(tmp_path / "a.h5", "a") as f:
+            f.attrs["model_sha256"] = "f" * 64
+            f.attrs["n_requested"] = 8
+        changed = runner.invoke(cli, [*args[:-4], "-n", "8", "-o", str(tmp_path / "a.h5")])
+    assert changed.exit_code == 5, changed.output
+    assert "calogan pull failed" in changed.output
+    dead = runner.invoke(cli, ["pull", "--url", "http://127.0.0.1:9", "--energy", "40", "-n", "4", "-o",
+                               str(tmp_path / "b.h5"), "--retries", "3", "--deadline", "1"])
+    assert dead.exit_code == 4, dead.output  # a dead port: the deadline stops the retries
