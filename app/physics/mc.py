@@ -210,6 +210,10 @@ class ShowerSimulator:
         self._back_plate_shares = np.where(thick_behind, params.thick_back_plate_share, params.back_plate_share)
         self._behind_weights = self._back_plate_shares[:-1] * self._behind_depth_ratio
         self._visible_per_deposit = params.visible_scale * self._visible_fraction * self._thick_factor
+        early_rate = params.early_alpha / params.early_depth_x0  # per X0
+        self._early_share = gammainc(params.early_alpha, early_rate * self._t_back_x0) - gammainc(
+            params.early_alpha, early_rate * self._t_front_x0
+        )
 
     def simulate(self, ep_gev: npt.ArrayLike, rng: np.random.Generator) -> FloatArray:
         """Simulate one shower per primary energy.
@@ -334,14 +338,10 @@ class ShowerSimulator:
         front = np.maximum(self._t_front_x0 - start, 0.0)
         gamma = gammainc(a, b * back) - gammainc(a, b * front)
         rate = np.minimum(1.0 / p.tail_length_x0, 0.9 * b)
-        tail = _gamma_plus_exponential_cdf(a, b, rate, back) - _gamma_plus_exponential_cdf(a, b, rate, front)
+        tail = gamma - (_exponential_delay_deficit(a, b, rate, back) - _exponential_delay_deficit(a, b, rate, front))
         w_tail = np.clip(p.tail_fraction * (ep[:, None] / 100.0) ** p.tail_energy_slope, 0.0, 0.5)
         main = ep[:, None] * ((1.0 - w_early - w_tail) * gamma + w_tail * tail)
-        b_early = p.early_alpha / p.early_depth_x0
-        early_share = gammainc(p.early_alpha, b_early * self._t_back_x0) - gammainc(
-            p.early_alpha, b_early * self._t_front_x0
-        )
-        return main, w_early * ep[:, None] * early_share[None, :]
+        return main, w_early * ep[:, None] * self._early_share[None, :]
 
     def sensor_deposits(self, cell_gev: FloatArray) -> FloatArray:
         """What each sensor sees of the sampling cells' deposits, GeV; shape (N, x, y, 25) like ``cell_gev``.
@@ -464,8 +464,13 @@ def _gamma_plus_exponential_cdf(alpha: FloatArray, beta: FloatArray, rate: Float
     P(alpha, beta t) - exp(-rate t) (beta / (beta - rate))^alpha P(alpha, (beta - rate) t): the depth
     profile of energy that follows the Gamma profile and then travels an exponential path.
     """
+    return gammainc(alpha, beta * t) - _exponential_delay_deficit(alpha, beta, rate, t)
+
+
+def _exponential_delay_deficit(alpha: FloatArray, beta: FloatArray, rate: FloatArray, t: FloatArray) -> FloatArray:
+    """P(X <= t) - P(X + Y <= t) of :func:`_gamma_plus_exponential_cdf`: what the extra path moves past t."""
     shrink = beta - rate
-    return gammainc(alpha, beta * t) - np.exp(alpha * np.log(beta / shrink) - rate * t) * gammainc(alpha, shrink * t)
+    return np.exp(alpha * np.log(beta / shrink) - rate * t) * gammainc(alpha, shrink * t)
 
 
 def _clamped_inverse(denominator: FloatArray) -> FloatArray:
