@@ -475,8 +475,7 @@ def run_fluctuation_training(
             trainer.load_state(dict(arrays))
         logger.info("resuming", extra={"run_dir": str(run_dir), "step": state["step"]})
     else:
-        write_json(run_dir / RUN_CONFIG_FILE, {"config": config.to_dict(), "mc_version": MC_VERSION,
-                                              "hardware": hardware_description()})
+        write_json(run_dir / RUN_CONFIG_FILE, _run_info(config))
         state = {"step": 0, "wall_s": 0.0, "best_step": 0, "best_score": None}
         row = {"step": 0, **_validate(trainer, reference, config.seed)}
         _record(run_dir, trainer, state, row, progress)
@@ -494,22 +493,23 @@ def run_fluctuation_training(
                 row = {"step": state["step"], **losses, **_validate(trainer, reference, config.seed)}
                 _record(run_dir, trainer, state, row, progress)
         state["wall_s"] = time.perf_counter() - started
-        _checkpoint(run_dir, trainer, state)
     finished = state["step"] >= config.steps
-    if not finished:
-        logger.info("stopped by a signal; checkpoint written", extra={"run_dir": str(run_dir), "step": state["step"]})
-    if finished:
+    if finished:  # the last step was validated, so its checkpoint is written
         _finish(run_dir, trainer, config, state)
+    else:
+        _checkpoint(run_dir, trainer, state)
+        logger.info("stopped by a signal; checkpoint written", extra={"run_dir": str(run_dir), "step": state["step"]})
     return FluctuationResult(run_dir, state["step"], finished, state["best_step"], state["best_score"])
 
 
 def _record(run_dir: Path, trainer: FluctuationTrainer, state: dict[str, Any], row: dict[str, Any],
             progress: Progress) -> None:
     """Log a validation row, keep the best weights, write a checkpoint."""
+    arrays = trainer.state()
     best = state["best_score"] is None or row["val_score"] < state["best_score"]
     if best:
         state["best_score"], state["best_step"] = row["val_score"], row["step"]
-        save_npz(run_dir / BEST_WEIGHTS, trainer.state())
+        save_npz(run_dir / BEST_WEIGHTS, arrays)
     row = {**row, "best": int(best), "wall_s": round(state["wall_s"], 1)}
     path = run_dir / METRICS_FILE
     new_file = not path.is_file()
@@ -520,15 +520,21 @@ def _record(run_dir: Path, trainer: FluctuationTrainer, state: dict[str, Any], r
         if new_file:
             writer.writeheader()
         writer.writerow(row)
-    _checkpoint(run_dir, trainer, state)
+    _checkpoint(run_dir, trainer, state, arrays)
     progress.validated(row)
 
 
-def _checkpoint(run_dir: Path, trainer: FluctuationTrainer, state: dict[str, Any]) -> None:
+def _checkpoint(run_dir: Path, trainer: FluctuationTrainer, state: dict[str, Any],
+                arrays: dict[str, np.ndarray] | None = None) -> None:
     """Weights first, then the state that points at them: a kill between the two loses one step, never
-    pairs a state with the wrong weights."""
-    save_npz(run_dir / CHECKPOINT_WEIGHTS, trainer.state())
+    pairs a state with the wrong weights. ``arrays``: :meth:`FluctuationTrainer.state`, if already taken."""
+    save_npz(run_dir / CHECKPOINT_WEIGHTS, trainer.state() if arrays is None else arrays)
     write_json(run_dir / CHECKPOINT_STATE, state)
+
+
+def _run_info(config: FluctuationConfig) -> dict[str, Any]:
+    """What ``run_config.json`` records: the settings, the reference MC's version and the machine."""
+    return {"config": config.to_dict(), "mc_version": MC_VERSION, "hardware": hardware_description()}
 
 
 def _finish(run_dir: Path, trainer: FluctuationTrainer, config: FluctuationConfig, state: dict[str, Any]) -> None:
@@ -539,8 +545,7 @@ def _finish(run_dir: Path, trainer: FluctuationTrainer, config: FluctuationConfi
     scale_layer = trainer.generator.get_layer("output_scale")
     shots = config.energies_per_step * (config.generated_per_energy + config.reference_per_energy)
     write_json(run_dir / RUN_CONFIG_FILE, {
-        "config": config.to_dict(), "mc_version": MC_VERSION, "hardware": hardware_description(),
-        "export": {"width": 1.0, "output_scale": float(scale_layer.scale)},
+        **_run_info(config), "export": {"width": 1.0, "output_scale": float(scale_layer.scale)},
     })
     write_json(run_dir / SUMMARY_FILE, {
         "stage": "distribution matching (energy score on per-shower features)",
