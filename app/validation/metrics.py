@@ -66,6 +66,7 @@ __all__ = [
     "moment_relative_errors",
     "mse_shape",
     "noise_floor",
+    "relative_shape_error",
     "sampling_fraction_comparison",
     "summarise",
     "width_rms_error",
@@ -258,6 +259,18 @@ def mse_shape(gen: ShowerObservables, ref: ShowerObservables) -> float:
     """
     diff = mean_normalised_projections(gen) - mean_normalised_projections(ref)
     return float(np.mean(diff**2))
+
+
+def relative_shape_error(gen: ShowerObservables, ref: ShowerObservables) -> float:
+    """sqrt(:func:`mse_shape`) over the RMS of the reference's mean normalised projections.
+
+    A fractional error of the mean shower shape (0.1 = the mean profiles differ by 10 % of their
+    typical value); inf when a sample has no deposit.
+    """
+    mse = mse_shape(gen, ref)
+    if not np.isfinite(mse):
+        return float("inf")
+    return float(np.sqrt(mse / np.mean(mean_normalised_projections(ref) ** 2)))
 
 
 def _mean_moments(obs: ShowerObservables) -> FloatArray:

@@ -44,6 +44,7 @@ from app.validation.metrics import (
     compare_samples,
     fixed_energy,
     match_energies,
+    mean_normalised_projections,
     noise_floor,
     sampling_fraction_comparison,
     summarise,
@@ -184,8 +185,8 @@ def _layer_fractions(gen: ShowerObservables, ref: ShowerObservables, matching: E
     """Mean share of S in each layer per energy bin, generated and reference, and their ratio."""
     rows = []
     for energy_bin in matching.bins:
-        gen_mean = np.nanmean(gen.select(energy_bin.contains(gen.ep_gev)).normalised_projections[:, 2], axis=0)
-        ref_mean = np.nanmean(ref.select(energy_bin.contains(ref.ep_gev)).normalised_projections[:, 2], axis=0)
+        gen_mean = mean_normalised_projections(gen.select(energy_bin.contains(gen.ep_gev)))[2]
+        ref_mean = mean_normalised_projections(ref.select(energy_bin.contains(ref.ep_gev)))[2]
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = gen_mean / ref_mean
         rows.append(

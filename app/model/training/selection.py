@@ -45,10 +45,9 @@ def selection_metric(gen: ShowerObservables, ref: ShowerObservables) -> dict[str
 
 def _group_scores(gen: ShowerObservables, ref: ShowerObservables) -> dict[str, float]:
     mse = metrics.mse_shape(gen, ref)
-    ref_profiles = metrics.mean_normalised_projections(ref)
     sf = metrics.sampling_fraction_comparison(gen, ref)
     sf_rel_error = abs(sf.mean_gen / sf.mean_ref - 1.0) if sf.mean_ref > 0 else float("inf")
-    shape_rel = float(np.sqrt(mse / np.mean(ref_profiles**2))) if np.isfinite(mse) else float("inf")
+    shape_rel = metrics.relative_shape_error(gen, ref)
     moment = metrics.moment_error(gen, ref)
     return {"score": shape_rel + sf_rel_error, "mse_shape": mse, "shape_rel_rmse": shape_rel,
             "sf_rel_error": sf_rel_error, "moment_error": moment}
